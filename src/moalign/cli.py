@@ -1,0 +1,150 @@
+"""The ``moalign`` command. Each command is a thin wrapper over a library function."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help="Multi-objective RL alignment of language models with dynamic reward weighting.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code=2)
+
+
+def _split_list(values: list[str] | None) -> list[str]:
+    out: list[str] = []
+    for v in values or []:
+        out.extend(x.strip() for x in v.split(",") if x.strip())
+    return out
+
+
+def read_points(path: Path, columns: list[str] | None = None) -> tuple[list[str], list[list[float]]]:
+    """Points from a CSV (header row) or JSON file (list of lists, or list of objects)."""
+    if not path.exists():
+        raise ValueError(f"{path} does not exist")
+    if path.suffix.lower() == ".json":
+        data = json.loads(path.read_text())
+        if isinstance(data, dict) and "points" in data:
+            data = data["points"]
+        if not isinstance(data, list) or not data:
+            raise ValueError(f"{path} must hold a non-empty JSON list of points")
+        if isinstance(data[0], dict):
+            names = columns or list(data[0].keys())
+            rows = [[row[c] for c in names] for row in data]
+        else:
+            names = columns or [f"f{i}" for i in range(len(data[0]))]
+            rows = data
+    else:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None:
+                raise ValueError(f"{path} is empty; expected a CSV with a header row")
+            names = columns or list(reader.fieldnames)
+            missing = [c for c in names if c not in reader.fieldnames]
+            if missing:
+                raise ValueError(f"{path} has no column(s) {missing}; columns are {reader.fieldnames}")
+            rows = [[row[c] for c in names] for row in reader]
+    try:
+        points = [[float(x) for x in row] for row in rows]
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: every value in columns {names} must be a number ({exc})") from exc
+    return names, points
+
+
+@app.command("hv")
+def hv_command(
+    file: Annotated[Path, typer.Argument(help="CSV (with header) or JSON file of points, one per row.")],
+    ref: Annotated[list[str], typer.Option(help="Reference point, comma-separated (one value per objective).")],
+    minimize: Annotated[
+        list[str] | None, typer.Option(help="Columns to minimize (names or 0-based indices); others are maximized.")
+    ] = None,
+    columns: Annotated[list[str] | None, typer.Option(help="Columns to use (default: all).")] = None,
+) -> None:
+    """Hypervolume, front size and each point's exclusive contribution for a file of points."""
+    import numpy as np
+
+    from . import pareto
+
+    try:
+        names, points = read_points(file, _split_list(columns) or None)
+        ref_point = [float(x) for x in _split_list(ref)]
+        minimize_cols = _split_list(minimize)
+        maximize = []
+        for i, name in enumerate(names):
+            maximize.append(not (name in minimize_cols or str(i) in minimize_cols))
+        unknown = [c for c in minimize_cols if c not in names and not (c.isdigit() and int(c) < len(names))]
+        if unknown:
+            raise ValueError(f"--minimize names unknown column(s) {unknown}; columns are {names}")
+        pts = np.asarray(points, dtype=float)
+        total = pareto.hypervolume(pts, ref_point, maximize=maximize)
+        front = pareto.nondominated(pts, maximize=maximize)
+        contributions = [
+            pareto.hv_contribution(pts[i], np.delete(pts, i, axis=0), ref_point, maximize=maximize)
+            for i in range(len(pts))
+        ]
+    except ValueError as exc:
+        _fail(str(exc))
+        return
+    table = Table(title=f"{file.name}: {len(pts)} points, {int(front.sum())} non-dominated")
+    table.add_column("#", justify="right")
+    for name, mx in zip(names, maximize):
+        table.add_column(f"{name} ({'max' if mx else 'min'})", justify="right")
+    table.add_column("front", justify="center")
+    table.add_column("contribution", justify="right")
+    for i, row in enumerate(points):
+        table.add_row(str(i), *[f"{v:g}" for v in row], "✓" if front[i] else "", f"{contributions[i]:.6g}")
+    console.print(table)
+    console.print(f"hypervolume: {total:.10g}")
+    console.print(f"front size: {int(front.sum())}")
+
+
+@app.command(
+    "train",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def train_command(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Argument(help="YAML config; --key value flags override it.")] = None,
+) -> None:
+    """Train with MOGRPOTrainer from a YAML config (TRL's convention: YAML sets defaults, flags override)."""
+    from .config import load_config
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        data_args, model_args, train_args = load_config(config, list(ctx.args))
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+        return
+    from .train import train
+
+    try:
+        trainer = train(data_args, model_args, train_args)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+        return
+    console.print(f"[green]run directory:[/] {trainer.run_dir}")
+    console.print(f"  steps:       {trainer.run_dir / 'steps.jsonl'}")
+    console.print(f"  checkpoints: {train_args.output_dir}")
+    console.print(f"  final model: {trainer.run_dir / 'final'}")
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,143 @@
+"""YAML configs for ``moalign train``, parsed the way TRL's own CLI (``TrlParser``) does.
+
+* The YAML file sets the defaults, ``--key value`` flags override them (values are parsed as YAML, so
+  ``--strategy_params '{preset: balanced}'`` and ``--learning_rate 1e-6`` work; ``--strategy_params.mu 1e-4`` sets
+  one nested key).
+* An ``env:`` mapping sets environment variables before anything is loaded.
+* Keys are split between :class:`DataArguments`, TRL's ``ModelConfig`` (model id, dtype, LoRA) and
+  :class:`~moalign.trainer.MOGRPOConfig` (every ``GRPOConfig`` field plus moalign's); an unknown key is an error
+  that lists it with the closest valid names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["DataArguments", "load_config", "parse_overrides"]
+
+
+@dataclass
+class DataArguments:
+    """Where the prompts come from.
+
+    ``dataset`` is a Hub name (``HuggingFaceH4/MATH-500``, ``DigitalLearningGmbH/MATH-lighteval``), a directory of
+    verl-style parquet files (``train/val/test.parquet``), a local jsonl/json/parquet file with ``problem`` and
+    ``answer`` columns, or ``synthetic`` (the embedded arithmetic task).
+    """
+
+    dataset: str = field(default="synthetic", metadata={"help": "Hub name, parquet directory, local file or 'synthetic'."})
+    dataset_train_split: str = field(default="train", metadata={"help": "Split used for RL training."})
+    dataset_eval_split: str | None = field(default="val", metadata={"help": "Split for evaluations (None: none)."})
+    dataset_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "Extra loader keyword arguments."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N training rows."})
+    model_kwargs: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "For model 'tiny': Qwen3Config overrides; otherwise from_pretrained keyword arguments."},
+    )
+
+
+def _set_nested(target: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = target
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"--{dotted}: '{key}' is not a mapping in the config, so it has no sub-keys")
+    node[keys[-1]] = value
+
+
+def parse_overrides(args: list[str]) -> dict[str, Any]:
+    """``["--lr", "1e-6", "--flag", "--a.b=3"]`` -> ``{"lr": 1e-6, "flag": True, "a": {"b": 3}}``."""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or len(arg) == 2:
+            raise ValueError(f"unexpected argument {arg!r}; overrides look like --key value or --key=value")
+        key = arg[2:]
+        if "=" in key:
+            key, raw = key.split("=", 1)
+            i += 1
+        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+            raw = args[i + 1]
+            i += 2
+        else:
+            raw = "true"
+            i += 1
+        value = yaml.safe_load(raw) if raw != "" else ""
+        _set_nested(out, key.replace("-", "_"), value)
+    return out
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _field_names(cls) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls) if f.init}
+
+
+def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None):
+    """Read a YAML config and flag overrides into ``(DataArguments, ModelConfig, MOGRPOConfig)``.
+
+    Raises ``ValueError`` naming unknown keys (with suggestions) and invalid values (via the dataclasses' checks).
+    """
+    from trl import ModelConfig
+
+    from .trainer import MOGRPOConfig
+
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise FileNotFoundError(f"config file {p} does not exist")
+        loaded = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{p} must hold a YAML mapping of settings, but holds a {type(loaded).__name__}")
+        raw = loaded
+    raw = _merge(raw, parse_overrides(overrides or []))
+
+    env = raw.pop("env", {}) or {}
+    if not isinstance(env, dict):
+        raise ValueError("env: must be a mapping of environment variables")
+    for key, value in env.items():
+        os.environ[str(key)] = str(value)
+
+    if "model" in raw:  # friendlier alias
+        raw.setdefault("model_name_or_path", raw.pop("model"))
+    data_keys, model_keys, train_keys = _field_names(DataArguments), _field_names(ModelConfig), _field_names(MOGRPOConfig)
+    unknown = sorted(set(raw) - data_keys - model_keys - train_keys)
+    if unknown:
+        valid = data_keys | model_keys | train_keys
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, valid, n=3)
+            hints.append(f"{key!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+        raise ValueError(
+            f"unknown config key(s): {'; '.join(hints)}. Valid keys are DataArguments, trl.ModelConfig and "
+            "MOGRPOConfig/GRPOConfig fields (see docs/configuration.md)"
+        )
+    data_args = DataArguments(**{k: v for k, v in raw.items() if k in data_keys})
+    model_args = ModelConfig(**{k: v for k, v in raw.items() if k in model_keys and k not in train_keys})
+    train_kwargs = {k: v for k, v in raw.items() if k in train_keys}
+    train_kwargs.setdefault("output_dir", "runs/moalign")
+    try:
+        train_args = MOGRPOConfig(**train_kwargs)
+    except TypeError as exc:
+        raise ValueError(f"invalid config: {exc}") from exc
+    if not model_args.model_name_or_path:
+        raise ValueError("config has no model: set `model: tiny` (built-in test model) or a Hub id / local path")
+    return data_args, model_args, train_args

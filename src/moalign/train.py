@@ -1,0 +1,96 @@
+"""``moalign train``: build model, data and :class:`~moalign.trainer.MOGRPOTrainer` from a config, then train."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from .config import DataArguments
+
+__all__ = ["build_model_and_tokenizer", "build_datasets", "train"]
+
+logger = logging.getLogger(__name__)
+
+TINY = "tiny"
+
+
+def build_model_and_tokenizer(model_args, data_args: DataArguments, seed: int = 0):
+    """``model: tiny`` builds the random-init test model; anything else goes through ``from_pretrained``."""
+    if model_args.model_name_or_path == TINY:
+        from .tiny import tiny_model_and_tokenizer
+
+        return tiny_model_and_tokenizer(seed=seed, **data_args.model_kwargs)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs: dict[str, Any] = {"revision": model_args.model_revision, **data_args.model_kwargs}
+    if model_args.dtype not in (None, "auto"):
+        kwargs["dtype"] = model_args.dtype
+    if model_args.attn_implementation:
+        kwargs["attn_implementation"] = model_args.attn_implementation
+    model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def build_datasets(data_args: DataArguments, seed: int = 42):
+    """``(train, eval)`` datasets with TRL-ready ``prompt`` and ``answer`` columns."""
+    if data_args.dataset == "synthetic":
+        from .data.synthetic import load_synthetic
+
+        splits = load_synthetic(**data_args.dataset_kwargs)
+    else:
+        from .data import load_math_dataset
+
+        splits = load_math_dataset(data_args.dataset, **data_args.dataset_kwargs)
+    if data_args.dataset_train_split not in splits:
+        raise ValueError(
+            f"dataset_train_split={data_args.dataset_train_split!r} is not a split of {data_args.dataset!r}; "
+            f"available: {', '.join(splits)}"
+        )
+    train_ds = splits[data_args.dataset_train_split]
+    if data_args.max_train_samples:
+        train_ds = train_ds.select(range(min(data_args.max_train_samples, len(train_ds))))
+    eval_ds = None
+    if data_args.dataset_eval_split:
+        if data_args.dataset_eval_split not in splits:
+            raise ValueError(
+                f"dataset_eval_split={data_args.dataset_eval_split!r} is not a split of {data_args.dataset!r}; "
+                f"available: {', '.join(splits)} (or set dataset_eval_split: null)"
+            )
+        eval_ds = splits[data_args.dataset_eval_split]
+    return train_ds, eval_ds
+
+
+def train(data_args: DataArguments, model_args, train_args, resume_from_checkpoint: str | bool | None = None):
+    """Run one training job; returns the trainer (its ``run_dir`` holds the run directory)."""
+    from trl import get_peft_config
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from .trainer import MOGRPOTrainer
+
+    model, tokenizer = build_model_and_tokenizer(model_args, data_args, seed=train_args.seed)
+    train_ds, eval_ds = build_datasets(data_args)
+    trainer = MOGRPOTrainer(
+        model=model,
+        args=train_args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+    )
+    resume = resume_from_checkpoint if resume_from_checkpoint is not None else train_args.resume_from_checkpoint
+    if resume is True or (isinstance(resume, str) and resume.lower() in ("true", "last")):
+        resume = get_last_checkpoint(train_args.output_dir)
+        if resume is None:
+            raise FileNotFoundError(
+                f"resume_from_checkpoint is set but {train_args.output_dir} holds no checkpoint-N directory; "
+                "drop the flag to start a new run"
+            )
+    if isinstance(resume, str) and not Path(resume).is_dir():
+        raise FileNotFoundError(f"resume_from_checkpoint={resume!r} is not a directory")
+    trainer.train(resume_from_checkpoint=resume or None)
+    trainer.save_model(str(Path(trainer.run_dir) / "final"))
+    return trainer

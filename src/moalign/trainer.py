@@ -1,0 +1,736 @@
+"""Multi-objective GRPO/RLOO/REINFORCE++ on top of TRL's ``GRPOTrainer``.
+
+TRL's ``GRPOTrainer`` scalarizes rewards with static ``reward_weights`` and hands the loss nothing per objective.
+:class:`MOGRPOTrainer` subclasses it and, at each RL step (one generation batch):
+
+1. captures the gathered ``(N, K)`` per-objective rewards (``_calculate_rewards``), with faulty objectives isolated
+   per sample (an objective that raises or returns NaN/inf leaves that sample unscored for it);
+2. computes per-objective advantages with the chosen estimator (``grpo``/``rloo``/``reinforce``) and, for
+   strategies that need it, the K×K Gram matrix of per-objective policy gradients (:mod:`moalign.rl.gram`);
+3. calls the weighting strategy (``before_update``), scalarizes the rewards with its weights (or its own
+   non-linear scalarization), recomputes the scalar advantages and multiplies them by ``advantage_scale()``;
+4. lets TRL run its usual loss and optimizer step (so vLLM, accelerate/DeepSpeed/FSDP, PEFT, gradient
+   accumulation, ``steps_per_generation``, logging and checkpoints keep working);
+5. after the update, hands post-update statistics to the strategy (``after_update``), logs weights, reward means,
+   the within-prompt covariance diagnostic and timings, and appends a line to ``steps.jsonl``;
+6. saves the strategy and objective state as JSON (``moalign_state.json``) in every checkpoint and restores it on
+   ``resume_from_checkpoint``.
+
+Everything TRL-specific lives in this module; the strategies, objectives and RL maths are framework-free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import TrainerCallback
+from trl import GRPOConfig, GRPOTrainer
+
+from . import weighting
+from .rl.advantages import ESTIMATORS, compute_advantages, is_linear
+from .rl.covariance import within_group_covariance
+from .rl.gram import GramProbe, per_objective_losses, select_parameters
+from .rundir import (
+    STATE_FILE,
+    STATE_FORMAT_VERSION,
+    append_jsonl,
+    atomic_write_json,
+    package_versions,
+    read_state_file,
+    truncate_jsonl,
+)
+from .weighting.base import StepStats
+
+__all__ = ["MOGRPOConfig", "MOGRPOTrainer"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class MOGRPOConfig(GRPOConfig):
+    """:class:`trl.GRPOConfig` plus the multi-objective settings. Every ``GRPOConfig`` field works as in TRL.
+
+    Parameters that control the objectives and their weighting:
+        objectives: registry names (or ``module:callable`` paths) of the objectives, in weight order.
+        strategy: weighting strategy registry name (``moalign.weighting.available()``).
+        strategy_params: keyword parameters of the strategy.
+        advantage_estimator: ``grpo`` | ``rloo`` | ``reinforce``.
+        run_dir: where the run directory goes (default ``output_dir``).
+
+    Parameters that control per-objective gradient statistics (only used when the strategy needs them):
+        gram_layers: decoder layer ids the Gram matrix is computed over, e.g. ``"10-25"``.
+        gram_param_regex: regex over parameter names; overrides ``gram_layers``.
+
+    Parameters that control evaluation and monitoring:
+        mo_eval_steps, mo_eval_size, interference_window.
+    """
+
+    objectives: list[str] = field(
+        default_factory=lambda: ["accuracy", "conciseness", "clarity"],
+        metadata={"help": "Objective registry names (or 'module:callable' paths) in weight order. Both papers use "
+                  "[accuracy, conciseness, clarity]."},
+    )
+    strategy: str = field(
+        default="fixed",
+        metadata={"help": "Weighting strategy: fixed, hypervolume, gradient, ctwa, lagrangian, tchebycheff, pama, "
+                  "mgda, gradnorm, nash_mtl, famo."},
+    )
+    strategy_params: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "Strategy parameters, e.g. {'preset': 'balanced'} or {'weights': [0.5, 0.25, 0.25]}."},
+    )
+    advantage_estimator: str = field(
+        default="grpo",
+        metadata={"help": "grpo (group mean, std per `scale_rewards`), rloo (leave-one-out mean) or reinforce "
+                  "(REINFORCE++ batch whitening; plain batch-mean REINFORCE with scale_rewards='none')."},
+    )
+    run_dir: str | None = field(default=None, metadata={"help": "Run directory (default: output_dir)."})
+    gram_layers: str | None = field(
+        default=None,
+        metadata={"help": "Decoder layers for the per-objective Gram matrix, e.g. '10-25' (arXiv 2509.11452 §5 "
+                  "uses Qwen3-8B layers 10-25). Default: middle third; all trainable params under PEFT."},
+    )
+    gram_param_regex: str | None = field(
+        default=None, metadata={"help": "Regex over parameter names selecting the Gram parameters."}
+    )
+    mo_eval_steps: int = field(
+        default=0,
+        metadata={"help": "Greedy evaluation of `eval_dataset` every N RL steps (and at step 0) into evals.jsonl; "
+                  "0 disables. The papers evaluate every 5 steps."},
+    )
+    mo_eval_size: int | None = field(
+        default=None, metadata={"help": "Evaluate on the first N rows of eval_dataset (default: all)."}
+    )
+    interference_window: int = field(
+        default=5,
+        metadata={"help": "Warn when an objective's covariance with the advantage stays negative for this many "
+                  "consecutive steps while its mean reward falls."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        self._check_moalign_fields()
+
+    def _check_moalign_fields(self) -> None:
+        if not self.objectives:
+            raise ValueError("objectives is empty; name at least one objective, e.g. [accuracy, conciseness, clarity]")
+        if len(set(self.objectives)) != len(self.objectives):
+            raise ValueError(f"objectives has duplicates: {self.objectives}; name each objective once")
+        from .objectives import available_objectives
+
+        known = set(available_objectives())
+        bad = [o for o in self.objectives if isinstance(o, str) and ":" not in o and "." not in o and o not in known]
+        if bad:
+            raise ValueError(
+                f"objectives: unknown name(s) {bad}; valid names: {', '.join(sorted(known))} "
+                "(or a 'module:callable' path to your own reward function)"
+            )
+        if self.advantage_estimator not in ESTIMATORS:
+            raise ValueError(
+                f"advantage_estimator={self.advantage_estimator!r} is unknown; use one of {', '.join(sorted(ESTIMATORS))}"
+            )
+        if not isinstance(self.strategy_params, dict):
+            raise ValueError(f"strategy_params must be a mapping, but got {type(self.strategy_params).__name__}")
+        # Building the strategy validates its name and every parameter (count of weights included) before any
+        # model is loaded.
+        strategy = weighting.build(self.strategy, len(self.objectives), list(self.objectives), **self.strategy_params)
+        if "gram" in strategy.needs:
+            if getattr(self, "use_liger_kernel", False) or getattr(self, "use_liger_loss", False):
+                raise ValueError(
+                    f"strategy {self.strategy!r} needs per-objective gradients, which the fused Liger GRPO loss does "
+                    "not expose; set use_liger_kernel: false"
+                )
+            if self.loss_type not in ("grpo", "bnpo", "dr_grpo", "dapo"):
+                raise ValueError(
+                    f"strategy {self.strategy!r} needs per-objective policy-gradient losses, defined for loss_type "
+                    f"grpo/bnpo/dr_grpo/dapo; got loss_type={self.loss_type!r}"
+                )
+            if not is_linear(self.advantage_estimator, self.scale_rewards):
+                logger.warning(
+                    "strategy %r assumes the update is linear in the weights (arXiv 2509.11452 §5), which holds for "
+                    "advantage_estimator='rloo' or scale_rewards='none', not for %s with scale_rewards=%r: the "
+                    "per-objective influences are then only an approximation.",
+                    self.strategy, self.advantage_estimator, self.scale_rewards,
+                )
+        if self.mo_eval_steps < 0:
+            raise ValueError(f"mo_eval_steps must be >= 0 (0 disables), but got {self.mo_eval_steps}")
+        if self.interference_window < 1:
+            raise ValueError(f"interference_window must be >= 1, but got {self.interference_window}")
+
+
+class _GuardedObjective:
+    """Calls an objective so that one bad completion cannot stop training.
+
+    If the objective raises on the batch, it is called again one completion at a time and the completions it still
+    raises on are left unscored (None). NaN, inf and non-numbers become None. Counts are kept for logging.
+    """
+
+    def __init__(self, objective):
+        self.objective = objective
+        self.__name__ = getattr(objective, "name", getattr(objective, "__name__", type(objective).__name__))
+        self.unscored = 0
+        self.errors: list[str] = []
+
+    def __call__(self, prompts, completions, **kwargs):
+        n = len(completions)
+        try:
+            values = list(self.objective(prompts=prompts, completions=completions, **kwargs))
+        except Exception as exc:  # noqa: BLE001 - isolate the failing sample, report it
+            self.errors.append(f"{type(exc).__name__}: {exc}")
+            values = [self._score_one(i, prompts, completions, kwargs) for i in range(n)]
+        if len(values) != n:
+            raise ValueError(
+                f"objective {self.__name__!r} returned {len(values)} scores for {n} completions; "
+                "a reward function must return one score (or None) per completion"
+            )
+        out = []
+        for v in values:
+            try:
+                f = float(v) if v is not None else math.nan
+            except (TypeError, ValueError):
+                f = math.nan
+            out.append(f if math.isfinite(f) else None)
+        self.unscored += sum(v is None for v in out)
+        return out
+
+    def _score_one(self, i, prompts, completions, kwargs):
+        one = {k: ([v[i]] if isinstance(v, list) and len(v) == len(completions) else v) for k, v in kwargs.items()}
+        try:
+            return self.objective(prompts=[prompts[i]], completions=[completions[i]], **one)[0]
+        except Exception as exc:  # noqa: BLE001
+            self.errors.append(f"{type(exc).__name__}: {exc}")
+            return None
+
+
+@dataclass
+class _Batch:
+    """What the trainer keeps about the current generation batch between generation and the end of the update."""
+
+    stats: StepStats
+    rewards: torch.Tensor  # (N, K) gathered
+    process_slice: slice
+    local: dict[str, Any]  # the local (unshuffled) generation batch
+    weights: np.ndarray | None = None
+    advantages: torch.Tensor | None = None  # (N,) final scalar advantages
+    advantage_scale: float = 1.0
+    covariance: np.ndarray | None = None
+    old_logps: dict[int, torch.Tensor] = field(default_factory=dict)  # gathered index -> (T,) pre-update logps
+    timings: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    unscored: dict[str, int] = field(default_factory=dict)
+    validation_point: np.ndarray | None = None
+
+
+class MOGRPOTrainer(GRPOTrainer):
+    """GRPO-family trainer with K objectives and a weighting strategy (see the module docstring).
+
+    Args:
+        model: model id, local path or ``PreTrainedModel`` (as for ``GRPOTrainer``).
+        args: :class:`MOGRPOConfig`.
+        train_dataset: dataset with a ``prompt`` column and whatever columns the objectives read (``answer``...).
+        processing_class: tokenizer (loaded from the model when None).
+        eval_dataset: dataset for ``mo_eval_steps`` evaluations and the hypervolume strategy's validation points.
+        objectives: objective instances or callables; default: built from ``args.objectives``.
+        strategy: a :class:`~moalign.weighting.WeightingStrategy`; default: built from ``args.strategy``.
+        callbacks, peft_config, **kwargs: passed to ``GRPOTrainer``.
+    """
+
+    def __init__(
+        self,
+        model,
+        args: MOGRPOConfig,
+        train_dataset,
+        processing_class=None,
+        eval_dataset=None,
+        objectives=None,
+        strategy: weighting.WeightingStrategy | None = None,
+        callbacks=None,
+        peft_config=None,
+        **kwargs,
+    ):
+        from .objectives import build_objective
+
+        if not isinstance(args, MOGRPOConfig):
+            raise ValueError(f"args must be a MOGRPOConfig, got {type(args).__name__}; build one with MOGRPOConfig(...)")
+        if objectives is None:
+            objectives = [build_objective(name) for name in args.objectives]
+        else:
+            objectives = [build_objective(o) for o in objectives]
+            names = [o.name for o in objectives]
+            if len(names) != len(args.objectives):
+                raise ValueError(
+                    f"{len(objectives)} objectives were passed ({', '.join(names)}) but args.objectives names "
+                    f"{len(args.objectives)} ({', '.join(args.objectives)}); pass one objective per name, in order"
+                )
+        self.objectives = objectives
+        self.objective_names = [o.name for o in objectives]
+        self._guards = [_GuardedObjective(o) for o in objectives]
+        k = len(objectives)
+        if strategy is None:
+            strategy = weighting.build(args.strategy, k, self.objective_names, **args.strategy_params)
+        elif strategy.num_objectives != k:
+            raise ValueError(f"strategy has {strategy.num_objectives} objectives but {k} objectives were given")
+        self.strategy = strategy
+        self.run_dir = Path(args.run_dir or args.output_dir)
+
+        super().__init__(
+            model=model,
+            reward_funcs=self._guards,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            callbacks=callbacks,
+            peft_config=peft_config,
+            **kwargs,
+        )
+        # TRL validates reward_weights against reward_funcs; we drive them ourselves each step.
+        self.reward_weights = torch.tensor(self.strategy.weights(), dtype=torch.float32)
+        self.scalarize_with_trl = False
+
+        needs = set(getattr(self.strategy, "needs", ()))
+        self._gram_probe: GramProbe | None = None
+        if "gram" in needs or "losses" in needs:
+            params = [p for _, p in select_parameters(self.model, args.gram_layers, args.gram_param_regex)]
+            self._gram_probe = GramProbe(params, k)
+        # One forward for the Gram and the update when each rank's generation batch is a single micro-batch.
+        self._gram_one_pass = (
+            self._gram_probe is not None
+            and args.steps_per_generation == 1
+            and self.num_iterations == 1
+            and args.gradient_accumulation_steps == 1
+        )
+        self._batch: _Batch | None = None
+        self._deferred: _Batch | None = None
+        self._cached_forward = None
+        self._capture_logps: torch.Tensor | None = None  # gathered indices of the micro-batch being forwarded
+        self._last_rewards: torch.Tensor | None = None
+        self._neg_cov_streak = np.zeros(k, dtype=int)
+        self._reward_history: list[np.ndarray] = []
+        self._evaluator = None
+        if eval_dataset is not None and (args.mo_eval_steps > 0 or "validation" in needs):
+            eval_split = eval_dataset if not isinstance(eval_dataset, dict) else next(iter(eval_dataset.values()))
+            self._evaluator = _Evaluator(self, eval_split, "eval", args.mo_eval_size)
+        elif "validation" in needs:
+            raise ValueError(
+                f"strategy {self.strategy.name!r} takes its Pareto points from greedy validation evaluations, but no "
+                "eval_dataset was given; pass eval_dataset (e.g. dataset_eval_split: val) or set "
+                "strategy_params.point_source: train_batch"
+            )
+        self._resumed_step: int | None = None
+        self.add_callback(_MOCallback(self))
+
+    # ------------------------------------------------------------------------------------------------------------
+    # rewards and advantages
+    # ------------------------------------------------------------------------------------------------------------
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._last_rewards = rewards
+        return rewards
+
+    def _generate_and_score_completions(self, inputs):
+        if not self.model.training:
+            with self._objectives_frozen():
+                return super()._generate_and_score_completions(inputs)
+
+        start = time.perf_counter()
+        for g in self._guards:
+            g.unscored, g.errors = 0, []
+        self.reward_weights = torch.tensor(self.strategy.weights(), dtype=torch.float32)
+        output = super()._generate_and_score_completions(inputs)
+        t_generate = time.perf_counter() - start
+
+        rewards = self._last_rewards.float()  # (N, K) gathered over ranks
+        n, k = rewards.shape
+        local_n = output["prompt_ids"].shape[0]
+        process_slice = slice(self.accelerator.process_index * local_n, (self.accelerator.process_index + 1) * local_n)
+        mo_adv = compute_advantages(rewards, self.args.advantage_estimator, self.num_generations, self.scale_rewards)
+        index = torch.arange(n, device=rewards.device)
+        output["mo_index"] = index[process_slice]
+        output["mo_advantages"] = mo_adv[process_slice]
+
+        stats = StepStats(
+            step=int(self.state.global_step),
+            rewards=rewards.double().cpu().numpy(),
+            group_ids=(index // self.num_generations).cpu().numpy(),
+            advantages=mo_adv.double().cpu().numpy(),
+            lr=float(self._current_lr()),
+        )
+        batch = _Batch(stats=stats, rewards=rewards, process_slice=process_slice, local=dict(output))
+        batch.timings["generate"] = t_generate
+        batch.unscored = {g.__name__: g.unscored for g in self._guards}
+        for g in self._guards:
+            if g.unscored:
+                logger.warning(
+                    "objective %r left %d of %d completions unscored at step %d%s",
+                    g.__name__, g.unscored, n, stats.step, f" (first error: {g.errors[0]})" if g.errors else "",
+                )
+        self._batch = batch
+
+        if self._gram_probe is not None and self._gram_one_pass:
+            self._deferred = batch  # the Gram comes from the update's own forward, in compute_loss
+            output["advantages"] = torch.zeros(local_n, device=rewards.device)
+            return output
+        if self._gram_probe is not None:
+            t0 = time.perf_counter()
+            self._probe_gram(batch, output)
+            batch.timings["strategy"] += time.perf_counter() - t0
+        self._weigh(batch)
+        output["advantages"] = batch.advantages[process_slice]
+        return output
+
+    def _current_lr(self) -> float:
+        if getattr(self, "lr_scheduler", None) is not None:
+            with contextlib.suppress(Exception):
+                return float(self.lr_scheduler.get_last_lr()[0])
+        return float(self.args.learning_rate)
+
+    def _weigh(self, batch: _Batch) -> None:
+        """Strategy hook ``before_update``, then the scalar advantages for the whole gathered batch."""
+        t0 = time.perf_counter()
+        stats = batch.stats
+        if np.isnan(stats.rewards).all():
+            logger.warning("step %d: no completion could be scored; the strategy skips its update", stats.step)
+        else:
+            self.strategy.before_update(stats)
+        batch.weights = np.asarray(self.strategy.weights(), dtype=np.float64)
+        scalar = torch.as_tensor(self.strategy.scalarize(stats.rewards), dtype=torch.float32)
+        adv = compute_advantages(scalar, self.args.advantage_estimator, self.num_generations, self.scale_rewards)
+        batch.advantage_scale = float(self.strategy.advantage_scale())
+        adv = adv * batch.advantage_scale
+        batch.advantages = adv.to(batch.rewards.device)
+        stats.scalarized_advantages = adv.double().numpy()
+        batch.covariance = within_group_covariance(stats.rewards, stats.scalarized_advantages, stats.group_ids)
+        self.reward_weights = torch.tensor(batch.weights, dtype=torch.float32)
+        batch.timings["strategy"] += time.perf_counter() - t0
+
+    # ------------------------------------------------------------------------------------------------------------
+    # per-objective gradient statistics
+    # ------------------------------------------------------------------------------------------------------------
+    def _forward_logps(self, model, chunk):
+        input_ids = torch.cat([chunk["prompt_ids"], chunk["completion_ids"]], dim=1)
+        attention_mask = torch.cat([chunk["prompt_mask"], chunk["completion_mask"]], dim=1)
+        logits_to_keep = chunk["completion_ids"].size(1)
+        return self._get_per_token_logps_and_entropies(
+            model, input_ids, attention_mask, logits_to_keep, compute_entropy=True,
+            compute_aux_loss=self.aux_loss_enabled,
+        )
+
+    def _surrogate_losses(self, logps, chunk):
+        mask = chunk["completion_mask"]
+        if "tool_mask" in chunk:
+            mask = mask * chunk["tool_mask"]
+        return per_objective_losses(
+            logps, chunk.get("old_per_token_logps"), chunk["mo_advantages"], mask, self.loss_type,
+            self.max_completion_length,
+        )
+
+    def _reduce_gram(self, batch: _Batch) -> None:
+        gram = self._gram_probe.gram().to(self.accelerator.device)
+        losses = self._gram_probe.losses().to(self.accelerator.device)
+        if self.accelerator.num_processes > 1:
+            gram = self.accelerator.reduce(gram, reduction="mean")
+            losses = self.accelerator.reduce(losses, reduction="mean")
+        batch.stats.gram = gram.cpu().numpy()
+        batch.stats.losses = losses.cpu().numpy()
+
+    def _probe_gram(self, batch: _Batch, output: dict[str, Any]) -> None:
+        """Extra pass over the local generation batch: one forward and K partial backwards per micro-batch."""
+        probe = self._gram_probe
+        probe.reset()
+        b = output["prompt_ids"].shape[0]
+        size = self.args.per_device_train_batch_size
+        chunks = max(1, math.ceil(b / size))
+        keys = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "mo_advantages",
+                "old_per_token_logps", "tool_mask")
+        for c in range(chunks):
+            sl = slice(c * size, (c + 1) * size)
+            chunk = {key: output[key][sl] for key in keys if output.get(key) is not None}
+            with self.compute_loss_context_manager():
+                logps, _, _ = self._forward_logps(self.model, chunk)
+                probe.accumulate(self._surrogate_losses(logps, chunk), scale=1.0 / chunks, retain_graph=True)
+            del logps
+        self._reduce_gram(batch)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # loss
+    # ------------------------------------------------------------------------------------------------------------
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kw):
+        if self._cached_forward is not None:
+            cached, self._cached_forward = self._cached_forward, None
+            return cached
+        out = super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep, *args, **kw)
+        if self._capture_logps is not None and self._batch is not None:
+            for i, logps in zip(self._capture_logps.tolist(), out[0].detach()):
+                self._batch.old_logps[i] = logps
+        return out
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.model.training and self._deferred is not None:
+            batch, self._deferred = self._deferred, None
+            t0 = time.perf_counter()
+            forward = self._forward_logps(model, inputs)
+            self._gram_probe.reset()
+            self._gram_probe.accumulate(self._surrogate_losses(forward[0], inputs), scale=1.0, retain_graph=True)
+            self._reduce_gram(batch)
+            batch.timings["strategy"] += time.perf_counter() - t0
+            self._weigh(batch)
+            inputs["advantages"] = batch.advantages[inputs["mo_index"]]
+            self._cached_forward = forward
+        needs_old = "post_update" in getattr(self.strategy, "needs", ()) and inputs.get("old_per_token_logps") is None
+        self._capture_logps = inputs["mo_index"] if (self.model.training and needs_old) else None
+        try:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        finally:
+            self._capture_logps = None
+            self._cached_forward = None
+
+    # ------------------------------------------------------------------------------------------------------------
+    # after the update
+    # ------------------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _clipped_advantage_weights(self, batch: _Batch) -> np.ndarray:
+        """CTWA's per-completion weight: token mean of Â·ρ where the PPO clip is inactive (0 where clipped).
+
+        ρ = π_new/π_old after the update. One no-grad forward over the local batch; the old log-probs are TRL's
+        ``old_per_token_logps`` when it computed them, else the ones captured during the update's own forward.
+        """
+        local = batch.local
+        b = local["prompt_ids"].shape[0]
+        idx = local["mo_index"]
+        old = local.get("old_per_token_logps")
+        if old is None:
+            old = torch.stack([batch.old_logps[i] for i in idx.tolist()])
+        size = self.args.per_device_train_batch_size
+        weights = []
+        for start in range(0, b, size):
+            sl = slice(start, start + size)
+            chunk = {key: local[key][sl] for key in ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")}
+            new, _, _ = self._forward_logps(self.model, chunk)
+            ratio = torch.exp(new - old[sl])
+            adv = batch.advantages[idx[sl]].unsqueeze(1)
+            clipped = ((ratio > 1 + self.epsilon_high) & (adv > 0)) | ((ratio < 1 - self.epsilon_low) & (adv < 0))
+            mask = chunk["completion_mask"].float()
+            contrib = adv * ratio * (~clipped).float() * mask
+            weights.append(contrib.sum(1) / mask.sum(1).clamp(min=1.0))
+        local_w = torch.cat(weights).float()
+        return self.accelerator.gather(local_w).double().cpu().numpy()
+
+    def _finish_step(self) -> None:
+        """Runs once the generation batch's optimizer steps are done: after_update, logging, steps.jsonl."""
+        batch, self._batch = self._batch, None
+        if batch is None or batch.advantages is None:
+            return
+        t0 = time.perf_counter()
+        stats = batch.stats
+        needs = set(getattr(self.strategy, "needs", ()))
+        if "post_update" in needs:
+            stats.clipped_advantage_weights = self._clipped_advantage_weights(batch)
+        step_after = int(self.state.global_step)
+        if "validation" in needs and self._evaluator is not None:
+            every = int(getattr(self.strategy, "hv_eval_every", 1))
+            if step_after % every == 0:
+                batch.validation_point = self._evaluator.validation_point(step_after)
+                stats.validation_point = batch.validation_point
+        if not np.isnan(stats.rewards).all():
+            self.strategy.after_update(stats)
+        batch.timings["strategy"] += time.perf_counter() - t0
+        self._log_step(batch, step_after)
+
+    def _log_step(self, batch: _Batch, step: int) -> None:
+        names = self.objective_names
+        means = batch.stats.objective_means
+        cov = batch.covariance if batch.covariance is not None else np.full(len(names), np.nan)
+        flags = self._interference_flags(cov, means)
+        record = {
+            "step": step,
+            "weights": dict(zip(names, batch.weights.tolist())),
+            "rewards": dict(zip(names, means.tolist())),
+            "advantage_scale": batch.advantage_scale,
+            "covariance": dict(zip(names, cov.tolist())),
+            "timings": dict(batch.timings),
+            "lr": batch.stats.lr,
+            "unscored": batch.unscored,
+            "strategy": self.strategy.metrics(),
+        }
+        if flags:
+            record["traded_away"] = flags
+        if self.accelerator.is_main_process:
+            append_jsonl(self.run_dir / "steps.jsonl", record)
+        metrics = self._metrics["train"]
+        for name, w, c in zip(names, batch.weights, cov):
+            metrics[f"weights/{name}"].append(float(w))
+            metrics[f"covariance/{name}"].append(float(c))
+        metrics["advantage_scale"].append(batch.advantage_scale)
+        for key, value in self.strategy.metrics().items():
+            metrics[f"strategy/{key}"].append(float(value))
+        for key, value in batch.timings.items():
+            metrics[f"moalign_time/{key}"].append(float(value))
+
+    def _interference_flags(self, cov: np.ndarray, means: np.ndarray) -> list[str]:
+        """Objectives whose covariance stayed negative for ``interference_window`` steps while their score fell."""
+        window = self.args.interference_window
+        self._neg_cov_streak = np.where(np.nan_to_num(cov, nan=0.0) < 0, self._neg_cov_streak + 1, 0)
+        self._reward_history.append(np.asarray(means, dtype=np.float64))
+        self._reward_history = self._reward_history[-(window + 1):]
+        flags = []
+        if len(self._reward_history) > window:
+            falling = self._reward_history[-1] < self._reward_history[0]
+            for j, name in enumerate(self.objective_names):
+                if self._neg_cov_streak[j] >= window and falling[j]:
+                    flags.append(name)
+                    logger.warning(
+                        "objective %r is being traded away: its covariance with the advantage has been negative for "
+                        "%d steps while its mean reward fell from %.3f to %.3f",
+                        name, int(self._neg_cov_streak[j]), self._reward_history[0][j], self._reward_history[-1][j],
+                    )
+        return flags
+
+    # ------------------------------------------------------------------------------------------------------------
+    # state, checkpoints, resume
+    # ------------------------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _objectives_frozen(self):
+        """Evaluation must not move objective state (e.g. the running mean length of conciseness)."""
+        previous = [getattr(o, "training", None) for o in self.objectives]
+        for o in self.objectives:
+            if hasattr(o, "training"):
+                o.training = False
+        try:
+            yield
+        finally:
+            for o, p in zip(self.objectives, previous):
+                if p is not None:
+                    o.training = p
+
+    def moalign_state(self) -> dict[str, Any]:
+        return {
+            "format_version": STATE_FORMAT_VERSION,
+            "step": int(self.state.global_step),
+            "objective_names": self.objective_names,
+            "strategy": {"name": self.strategy.name, "state": self.strategy.state_dict()},
+            "objectives": {o.name: (o.state_dict() if hasattr(o, "state_dict") else {}) for o in self.objectives},
+            "monitor": {
+                "neg_cov_streak": self._neg_cov_streak.tolist(),
+                "reward_history": [h.tolist() for h in self._reward_history],
+            },
+        }
+
+    def load_moalign_state(self, state: dict[str, Any]) -> None:
+        if state.get("objective_names") != self.objective_names:
+            raise ValueError(
+                f"the checkpoint was trained with objectives {state.get('objective_names')}, but this run has "
+                f"{self.objective_names}; resume with the same objectives, in the same order"
+            )
+        if state["strategy"]["name"] != self.strategy.name:
+            raise ValueError(
+                f"the checkpoint was trained with strategy {state['strategy']['name']!r}, but this run uses "
+                f"{self.strategy.name!r}; resume with the same strategy"
+            )
+        self.strategy.load_state_dict(state["strategy"]["state"])
+        for o in self.objectives:
+            if hasattr(o, "load_state_dict"):
+                o.load_state_dict(state["objectives"].get(o.name, {}))
+        monitor = state.get("monitor", {})
+        self._neg_cov_streak = np.asarray(monitor.get("neg_cov_streak", self._neg_cov_streak), dtype=int)
+        self._reward_history = [np.asarray(h) for h in monitor.get("reward_history", [])]
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            atomic_write_json(folder / STATE_FILE, self.moalign_state())
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None:
+            self.load_moalign_state(read_state_file(checkpoint))
+            self._resumed_step = int(Path(checkpoint).name.rsplit("-", 1)[-1]) if "-" in Path(checkpoint).name else None
+
+    def write_run_json(self) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        config = {k: v for k, v in self.args.to_dict().items() if not k.startswith("_")}
+        atomic_write_json(
+            self.run_dir / "run.json",
+            {
+                "config": config,
+                "objectives": [
+                    {"name": o.name, "maximize": bool(getattr(o, "maximize", True))} for o in self.objectives
+                ],
+                "strategy": {"name": self.strategy.name, "repr": repr(self.strategy),
+                             "needs": sorted(getattr(self.strategy, "needs", ()))},
+                "advantage_estimator": self.args.advantage_estimator,
+                "seed": self.args.seed,
+                "versions": package_versions(),
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            },
+        )
+
+
+class _Evaluator:
+    """Greedy evaluations during training: ``evals.jsonl`` lines and the hypervolume strategy's validation points."""
+
+    def __init__(self, trainer: MOGRPOTrainer, dataset, split: str, size: int | None):
+        rows = [dict(r) for r in (dataset.select(range(min(size, len(dataset)))) if size else dataset)]
+        self.trainer, self.rows, self.split = trainer, rows, split
+        self._last: tuple[int, dict[str, Any]] | None = None
+
+    def evaluate(self, step: int) -> dict[str, Any]:
+        if self._last is not None and self._last[0] == step:
+            return self._last[1]
+        t = self.trainer
+        from trl.models import unwrap_model_for_generation
+
+        from .evaluation import evaluate_policy
+
+        with unwrap_model_for_generation(t.model_wrapped, t.accelerator) as model:
+            metrics = evaluate_policy(
+                model, t.processing_class, self.rows, t.objectives, max_new_tokens=t.max_completion_length,
+                batch_size=max(t.args.per_device_eval_batch_size, 1), chat_template_kwargs=t.chat_template_kwargs,
+            )
+        metrics.pop("completions")
+        self._last = (step, metrics)
+        if t.accelerator.is_main_process:
+            append_jsonl(t.run_dir / "evals.jsonl", {"step": step, "split": self.split, "metrics": metrics})
+        return metrics
+
+    def validation_point(self, step: int) -> np.ndarray:
+        from .evaluation import normalised_point
+
+        return normalised_point(self.evaluate(step), self.trainer.objectives, self.trainer.max_completion_length)
+
+
+class _MOCallback(TrainerCallback):
+    """Hooks the trainer into the HF training loop at train begin/step end."""
+
+    def __init__(self, trainer: MOGRPOTrainer):
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        t = self.trainer
+        t.run_dir.mkdir(parents=True, exist_ok=True)
+        if t._resumed_step is not None and t.accelerator.is_main_process:
+            # A resumed run continues the files: drop what the killed run wrote after its checkpoint.
+            for name in ("steps.jsonl", "evals.jsonl"):
+                truncate_jsonl(t.run_dir / name, max_step=t._resumed_step)
+        t.write_run_json()
+        if t._evaluator is not None and state.global_step == 0:
+            t._evaluator.evaluate(0)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        t = self.trainer
+        generate_every = t.args.steps_per_generation * t.num_iterations
+        if t._step % generate_every == 0:
+            t._finish_step()
+        if t._evaluator is not None and t.args.mo_eval_steps and state.global_step % t.args.mo_eval_steps == 0:
+            t._evaluator.evaluate(state.global_step)
+
