@@ -142,6 +142,45 @@ def train_command(
     console.print(f"  final model: {trainer.run_dir / 'final'}")
 
 
+@app.command("eval")
+def eval_command(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `moalign train`.")],
+    split: Annotated[str, typer.Option(help="Dataset split to evaluate on.")] = "test",
+    max_rows: Annotated[int | None, typer.Option(help="Evaluate only the first N rows.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Generation batch size.")] = 16,
+) -> None:
+    """Greedy evaluation of the initial policy and every checkpoint of a run -> evals.jsonl."""
+    from .evaluation import evaluate_run
+
+    try:
+        new = evaluate_run(run_dir, split, max_rows=max_rows, batch_size=batch_size)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+        return
+    for record in new:
+        m = record["metrics"]
+        console.print(f"step {record['step']:>5}: " + ", ".join(f"{k}={v:.3f}" for k, v in m.items() if k != "n"))
+    console.print(f"[green]{len(new)} evaluation(s) appended to[/] {Path(run_dir) / 'evals.jsonl'}")
+
+
+@app.command("report")
+def report_command(
+    run_dirs: Annotated[list[Path], typer.Argument(help="One or more run directories.")],
+    out: Annotated[Path | None, typer.Option(help="Output directory (default: <first run>/report).")] = None,
+    split: Annotated[str | None, typer.Option(help="Only evaluations on this split (default: all).")] = None,
+) -> None:
+    """HTML report (fronts, weights, covariance, tables) + PNGs + summary.json."""
+    from .report import build_report
+
+    try:
+        index = build_report(run_dirs, out or Path(run_dirs[0]) / "report", split=split)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+        return
+    console.print(f"[green]report:[/] {index}")
+    console.print(f"  summary: {index.parent / 'summary.json'}")
+
+
 def main() -> None:  # pragma: no cover
     app()
 

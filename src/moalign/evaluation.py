@@ -12,14 +12,29 @@ the others are their mean scores. Hypervolume is computed in this space with the
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["evaluate_policy", "normalised_point", "eval_metric_name"]
+__all__ = [
+    "FrontSummary",
+    "coverage",
+    "eval_matrix",
+    "eval_metric_name",
+    "evaluate_policy",
+    "evaluate_run",
+    "metric_space",
+    "normalise_metrics",
+    "normalised_point",
+    "summarize_front",
+]
 
 
 def eval_metric_name(objective) -> str:
@@ -112,3 +127,171 @@ def _render(prompt: Any, tokenizer, chat_template_kwargs: dict[str, Any]) -> str
     if _is_chat(prompt):
         return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True, **chat_template_kwargs)
     return str(prompt)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fronts and table metrics over a run's evaluations (Tables 1-3 of arXiv 2509.11452)
+# ---------------------------------------------------------------------------------------------------------------
+def metric_space(objectives_meta: Sequence[dict[str, Any]]) -> list[tuple[str, bool]]:
+    """``[(metric, maximize)]`` for a run's objectives (``run.json``'s ``objectives``): length is minimised."""
+    space = []
+    for o in objectives_meta:
+        metric = o.get("eval_metric") or o["name"]
+        space.append((metric, False if metric == "length" else bool(o.get("maximize", True))))
+    return space
+
+
+def eval_matrix(evals: Sequence[dict[str, Any]], space: Sequence[tuple[str, bool]]) -> np.ndarray:
+    """``(n, K)`` raw metric values of a list of ``evals.jsonl`` records."""
+    rows = []
+    for e in evals:
+        missing = [m for m, _ in space if m not in e["metrics"]]
+        if missing:
+            raise ValueError(f"evaluation at step {e.get('step')} lacks metric(s) {missing}")
+        rows.append([float(e["metrics"][m]) for m, _ in space])
+    return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(space))
+
+
+def normalise_metrics(values: np.ndarray, space: Sequence[tuple[str, bool]], max_completion_length: int) -> np.ndarray:
+    """Raw metrics -> DESIGN.md's normalised space: length as ``1 - length/max_completion_length``, others as-is."""
+    out = np.array(values, dtype=np.float64, copy=True)
+    for j, (metric, _) in enumerate(space):
+        if metric == "length":
+            out[:, j] = 1.0 - np.minimum(out[:, j], max_completion_length) / max_completion_length
+    return out
+
+
+@dataclass
+class FrontSummary:
+    """The Pareto front of one run's evaluations and the papers' table metrics."""
+
+    steps: list[int]
+    points: list[list[float]]  # raw metrics of the front, in `metrics` order
+    metrics: list[str]
+    hypervolume: float  # normalised space, reference point at the origin
+    front_means: dict[str, float]  # Tables 1-2: mean of each metric over the front
+    steps_to_front: float  # Table 3: mean step of the front's points
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def summarize_front(
+    evals: Sequence[dict[str, Any]], objectives_meta: Sequence[dict[str, Any]], max_completion_length: int
+) -> FrontSummary:
+    """Front = non-dominated evaluations of one run (duplicates kept once, earliest step)."""
+    from . import pareto
+
+    if not evals:
+        raise ValueError("no evaluations to summarize; run with mo_eval_steps > 0 or `moalign eval RUN_DIR` first")
+    space = metric_space(objectives_meta)
+    raw = eval_matrix(evals, space)
+    maximize = [mx for _, mx in space]
+    keep = pareto.nondominated(raw, maximize=maximize)
+    seen, idx = set(), []
+    for i in np.flatnonzero(keep):
+        key = tuple(raw[i])
+        if key not in seen:
+            seen.add(key)
+            idx.append(int(i))
+    norm = normalise_metrics(raw, space, max_completion_length)
+    hv = pareto.hypervolume(norm[idx], np.zeros(len(space)), maximize=True)
+    steps = [int(evals[i]["step"]) for i in idx]
+    return FrontSummary(
+        steps=steps,
+        points=raw[idx].tolist(),
+        metrics=[m for m, _ in space],
+        hypervolume=float(hv),
+        front_means={m: float(np.mean(raw[idx, j])) for j, (m, _) in enumerate(space)},
+        steps_to_front=float(np.mean(steps)),
+    )
+
+
+def coverage(front_a: np.ndarray, front_b: np.ndarray, maximize: Sequence[bool]) -> float:
+    """Zitzler's C-metric C(A, B): the share of B's points weakly dominated by some point of A."""
+    a, b = np.atleast_2d(front_a), np.atleast_2d(front_b)
+    if len(b) == 0:
+        return 0.0
+    sign = np.where(np.asarray(maximize), 1.0, -1.0)
+    a, b = a * sign, b * sign  # now every objective is maximised
+    covered = [bool(np.any(np.all(a >= q, axis=1))) for q in b]
+    return float(np.mean(covered))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# `moalign eval RUN_DIR`: greedy evaluation of a run's checkpoints
+# ---------------------------------------------------------------------------------------------------------------
+def evaluate_run(
+    run_dir: str | Path,
+    split: str = "test",
+    *,
+    max_rows: int | None = None,
+    batch_size: int = 16,
+    include_initial: bool = True,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Evaluate the initial policy and every ``checkpoint-N`` of a run on ``split``; append to ``evals.jsonl``.
+
+    Evaluations already in ``evals.jsonl`` for the same (step, split) are skipped, so the command can be re-run
+    after more checkpoints appear. Returns the new records.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .config import DataArguments
+    from .objectives import build_objective
+    from .rundir import append_jsonl, read_jsonl, read_state_file
+    from .train import build_datasets, build_model_and_tokenizer
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "run.json").exists():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no run.json)")
+    meta = json.loads((run_dir / "run.json").read_text())
+    data_meta = meta.get("data")
+    if not data_meta:
+        raise ValueError(f"{run_dir}/run.json does not record its dataset; it was not written by `moalign train`")
+    data_args = DataArguments(**{**data_meta, "dataset_eval_split": split})
+    _, eval_ds = build_datasets(data_args)
+    rows = [dict(r) for r in eval_ds]
+    if max_rows:
+        rows = rows[:max_rows]
+    config = meta["config"]
+    max_new = int(config.get("max_completion_length") or 256)
+    done = {(int(e["step"]), e.get("split")) for e in read_jsonl(run_dir / "evals.jsonl")}
+    ckpt_root = Path(config.get("output_dir") or run_dir)
+    checkpoints = sorted(
+        (p for p in ckpt_root.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.name.split("-")[-1]),
+    )
+    todo: list[tuple[int, Path | None]] = [(0, None)] if include_initial else []
+    todo += [(int(p.name.split("-")[-1]), p) for p in checkpoints]
+    todo = [(s, p) for s, p in todo if (s, split) not in done]
+    new = []
+    from rich.progress import Progress
+
+    with Progress(disable=not progress) as bar:
+        task = bar.add_task(f"evaluating {run_dir.name} on {split}", total=len(todo) * len(rows))
+        for step, path in todo:
+            objectives = [build_objective(name) for name in config["objectives"]]
+            if path is None:
+                from trl import ModelConfig
+
+                model, tok = build_model_and_tokenizer(
+                    ModelConfig(model_name_or_path=meta["model"]["model_name_or_path"]),
+                    DataArguments(**data_meta), seed=int(meta.get("seed", 0)),
+                )
+            else:
+                model = AutoModelForCausalLM.from_pretrained(path)
+                tok = AutoTokenizer.from_pretrained(path)
+                state = read_state_file(path)
+                for o in objectives:
+                    if hasattr(o, "load_state_dict") and o.name in state["objectives"]:
+                        o.load_state_dict(state["objectives"][o.name])
+            metrics = evaluate_policy(
+                model, tok, rows, objectives, max_new_tokens=max_new, batch_size=batch_size,
+                progress=lambda n: bar.advance(task, n),
+            )
+            metrics.pop("completions")
+            record = {"step": step, "split": split, "metrics": metrics}
+            append_jsonl(run_dir / "evals.jsonl", record)
+            new.append(record)
+    return new

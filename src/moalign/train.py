@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,10 @@ def train(data_args: DataArguments, model_args, train_args, resume_from_checkpoi
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )
+    trainer.extra_run_info = {
+        "data": dataclasses.asdict(data_args),
+        "model": {"model_name_or_path": model_args.model_name_or_path, "use_peft": model_args.use_peft},
+    }
     resume = resume_from_checkpoint if resume_from_checkpoint is not None else train_args.resume_from_checkpoint
     if resume is True or (isinstance(resume, str) and resume.lower() in ("true", "last")):
         resume = get_last_checkpoint(train_args.output_dir)

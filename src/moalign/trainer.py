@@ -36,6 +36,7 @@ from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from . import weighting
+from .evaluation import eval_metric_name
 from .rl.advantages import ESTIMATORS, compute_advantages, is_linear
 from .rl.covariance import within_group_covariance
 from .rl.gram import GramProbe, per_objective_losses, select_parameters
@@ -227,6 +228,7 @@ class _Batch:
     timings: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     unscored: dict[str, int] = field(default_factory=dict)
     validation_point: np.ndarray | None = None
+    generated_at: float = 0.0
 
 
 class MOGRPOTrainer(GRPOTrainer):
@@ -326,6 +328,7 @@ class MOGRPOTrainer(GRPOTrainer):
                 "strategy_params.point_source: train_batch"
             )
         self._resumed_step: int | None = None
+        self.extra_run_info: dict[str, Any] = {}  # e.g. {"data": ..., "model": ...} from `moalign train`
         self.add_callback(_MOCallback(self))
 
     # ------------------------------------------------------------------------------------------------------------
@@ -366,6 +369,7 @@ class MOGRPOTrainer(GRPOTrainer):
         )
         batch = _Batch(stats=stats, rewards=rewards, process_slice=process_slice, local=dict(output))
         batch.timings["generate"] = t_generate
+        batch.generated_at = time.perf_counter()
         batch.unscored = {g.__name__: g.unscored for g in self._guards}
         for g in self._guards:
             if g.unscored:
@@ -464,10 +468,12 @@ class MOGRPOTrainer(GRPOTrainer):
     # loss
     # ------------------------------------------------------------------------------------------------------------
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kw):
-        if self._cached_forward is not None:
-            cached, self._cached_forward = self._cached_forward, None
-            return cached
-        out = super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep, *args, **kw)
+        if self._cached_forward is not None:  # the one-pass Gram already ran this exact forward
+            out, self._cached_forward = self._cached_forward, None
+        else:
+            out = super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, *args, **kw
+            )
         if self._capture_logps is not None and self._batch is not None:
             for i, logps in zip(self._capture_logps.tolist(), out[0].detach()):
                 self._batch.old_logps[i] = logps
@@ -530,6 +536,7 @@ class MOGRPOTrainer(GRPOTrainer):
         if batch is None or batch.advantages is None:
             return
         t0 = time.perf_counter()
+        batch.timings["update"] = t0 - batch.generated_at - batch.timings["strategy"]
         stats = batch.stats
         needs = set(getattr(self.strategy, "needs", ()))
         if "post_update" in needs:
@@ -664,7 +671,8 @@ class MOGRPOTrainer(GRPOTrainer):
             {
                 "config": config,
                 "objectives": [
-                    {"name": o.name, "maximize": bool(getattr(o, "maximize", True))} for o in self.objectives
+                    {"name": o.name, "maximize": bool(getattr(o, "maximize", True)), "eval_metric": eval_metric_name(o)}
+                    for o in self.objectives
                 ],
                 "strategy": {"name": self.strategy.name, "repr": repr(self.strategy),
                              "needs": sorted(getattr(self.strategy, "needs", ()))},
@@ -672,6 +680,7 @@ class MOGRPOTrainer(GRPOTrainer):
                 "seed": self.args.seed,
                 "versions": package_versions(),
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                **self.extra_run_info,
             },
         )
 

@@ -1,0 +1,175 @@
+"""Step time of MOGRPOTrainer vs TRL's GRPOTrainer and of each weighting strategy vs `fixed`, side by side.
+
+Every configuration trains the same tiny CPU setup (same model init, data, seed and batch) for `--steps` RL
+steps; configurations are interleaved round-robin for `--rounds` rounds so that machine noise hits all of them
+alike. Reported: the median per-step wall time over all measured steps (the first step of each run is warm-up and
+dropped) and its ratio to the baseline measured in the same run.
+
+    python benchmarks/bench_trainer.py --suite trainer      # GRPOTrainer vs MOGRPOTrainer(fixed), Gram K=3/6
+    python benchmarks/bench_trainer.py --suite strategies   # every registered strategy vs fixed
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import statistics
+import tempfile
+import time
+import warnings
+
+import torch
+from datasets import Dataset
+from transformers import TrainerCallback
+
+from moalign import weighting
+from moalign.objectives import Accuracy, Clarity, Conciseness, as_objective, available_objectives, register_objective
+from moalign.tiny import tiny_model_and_tokenizer
+from moalign.trainer import MOGRPOConfig, MOGRPOTrainer
+
+BASE_OBJECTIVES = ["accuracy", "conciseness", "clarity"]
+
+
+def _has_digit(completions, **_):
+    return [float(any(ch.isdigit() for ch in (c[0]["content"] if isinstance(c, list) else c))) for c in completions]
+
+
+def _has_space(completions, **_):
+    return [float(" " in (c[0]["content"] if isinstance(c, list) else c)) for c in completions]
+
+
+def _short(completions, **_):
+    return [float(len(c[0]["content"] if isinstance(c, list) else c) < 20) for c in completions]
+
+
+EXTRA = [("has_digit", _has_digit), ("has_space", _has_space), ("short", _short)]
+
+
+class _StepTimer(TrainerCallback):
+    def __init__(self):
+        self.times, self._t = [], None
+
+    def on_step_begin(self, args, state, control, **kw):
+        self._t = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kw):
+        self.times.append(time.perf_counter() - self._t)
+
+
+def _dataset(n=64):
+    rows = [{"prompt": [{"role": "user", "content": f"Compute {i % 9 + 1}+{i % 7 + 2}-{i % 3}."}],
+             "answer": str(i % 9 + 1 + i % 7 + 2 - i % 3)} for i in range(n)]
+    return Dataset.from_list(rows)
+
+
+def _common(args, out):
+    return dict(
+        output_dir=out, per_device_train_batch_size=args.batch, num_generations=args.generations,
+        max_completion_length=args.completion_length, max_steps=args.steps, learning_rate=1e-4, report_to="none",
+        logging_steps=1000, use_cpu=True, seed=0, save_strategy="no", disable_tqdm=True,
+    )
+
+
+def _objectives(k):
+    objs = [Accuracy(), Conciseness(), Clarity()]
+    for name, fn in EXTRA[: k - 3]:
+        if name not in available_objectives():
+            register_objective(name)(fn)
+        objs.append(as_objective(fn, name=name))
+    return objs
+
+
+def run_config(args, label, strategy, params, k, estimator="grpo", trl_plain=False):
+    model, tok = tiny_model_and_tokenizer(seed=0, hidden_size=args.hidden, num_hidden_layers=args.layers,
+                                          intermediate_size=2 * args.hidden)
+    timer = _StepTimer()
+    with tempfile.TemporaryDirectory() as out:
+        if trl_plain:
+            from trl import GRPOConfig, GRPOTrainer
+
+            trainer = GRPOTrainer(model=model, reward_funcs=_objectives(3), args=GRPOConfig(**_common(args, out)),
+                                  train_dataset=_dataset(), processing_class=tok, callbacks=[timer])
+        else:
+            objs = _objectives(k)
+            cfg = MOGRPOConfig(objectives=[o.name for o in objs], strategy="fixed", advantage_estimator=estimator,
+                               **_common(args, out))
+            strat = weighting.build(strategy, k, [o.name for o in objs], **params)
+            trainer = MOGRPOTrainer(model=model, args=cfg, train_dataset=_dataset(), processing_class=tok,
+                                    objectives=objs, strategy=strat, callbacks=[timer])
+        torch.manual_seed(0)
+        trainer.train()
+    return timer.times[1:]
+
+
+SUITES = {
+    "trainer": [
+        ("GRPOTrainer (TRL)", "fixed", {}, 3, "grpo", True),
+        ("MOGRPOTrainer fixed", "fixed", {}, 3, "grpo", False),
+        ("MOGRPOTrainer Gram K=3", "_bench_gram", {}, 3, "rloo", False),
+        ("MOGRPOTrainer fixed K=6", "fixed", {"weights": [1 / 6] * 6}, 6, "grpo", False),
+        ("MOGRPOTrainer Gram K=6", "_bench_gram", {}, 6, "rloo", False),
+    ],
+}
+
+
+@weighting.register("_bench_gram")
+class _BenchGram(weighting.WeightingStrategy):
+    """Needs the Gram matrix and does nothing with it: isolates the GramProbe's cost."""
+
+    needs = frozenset({"gram"})
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--suite", default="trainer", choices=sorted(SUITES) + ["strategies"])
+    p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--generations", type=int, default=4)
+    p.add_argument("--completion-length", type=int, default=48)
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--layers", type=int, default=6)
+    p.add_argument("--json", default=None, help="also write the raw timings here")
+    args = p.parse_args()
+    logging.disable(logging.WARNING)
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(2)
+
+    configs = SUITES.get(args.suite) or strategy_suite()
+    samples = {c[0]: [] for c in configs}
+    for r in range(args.rounds):
+        for label, strategy, params, k, est, plain in configs:
+            samples[label].extend(run_config(args, label, strategy, params, k, est, plain))
+            print(f"round {r + 1}/{args.rounds} {label}: median so far {statistics.median(samples[label]):.4f} s",
+                  flush=True)
+    base = statistics.median(samples[configs[0][0]])
+    print(f"\n{platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; batch {args.batch}, {args.generations} generations, "
+          f"completion {args.completion_length} tokens, tiny model hidden {args.hidden} x {args.layers} layers\n")
+    print("| configuration | median step (s) | IQR (s) | steps | ratio vs first row |")
+    print("|---|---|---|---|---|")
+    for label, *_ in configs:
+        s = sorted(samples[label])
+        q1, q3 = s[len(s) // 4], s[(3 * len(s)) // 4]
+        med = statistics.median(s)
+        print(f"| {label} | {med:.4f} | {q3 - q1:.4f} | {len(s)} | {med / base:.3f} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(samples, f, indent=1)
+
+
+def strategy_suite():
+    rows = [("fixed", "fixed", {}, 3, "grpo", False)]
+    params = {"hypervolume": {"point_source": "train_batch"}}
+    for name in weighting.available():
+        if name.startswith("_") or name == "fixed":
+            continue
+        est = "rloo" if "gram" in weighting.STRATEGIES[name].needs else "grpo"
+        rows.append((name, name, params.get(name, {}), 3, est, False))
+    return rows
+
+
+if __name__ == "__main__":
+    main()

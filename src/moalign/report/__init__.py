@@ -1,0 +1,227 @@
+"""``moalign report``: Pareto fronts, weight evolution and table metrics of one or more runs, as a self-contained
+HTML page (PNG images embedded as base64, so it opens offline) with the PNGs and ``summary.json`` beside it."""
+
+from __future__ import annotations
+
+import base64
+import html
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..evaluation import FrontSummary, coverage, eval_matrix, metric_space, summarize_front
+from ..rundir import atomic_write_json, read_jsonl
+
+__all__ = ["RunData", "load_run", "build_report"]
+
+
+class RunData:
+    """Everything the report needs from one run directory."""
+
+    def __init__(self, path: Path, meta: dict[str, Any], steps: list[dict], evals: list[dict]):
+        self.path, self.meta, self.steps, self.evals = path, meta, steps, evals
+        self.name = meta.get("name") or path.name
+        self.objectives = meta["objectives"]
+        self.strategy = meta.get("strategy", {}).get("name", "?")
+        self.max_completion_length = int(meta.get("config", {}).get("max_completion_length") or 1)
+
+    def evals_for(self, split: str | None) -> list[dict]:
+        return [e for e in self.evals if split is None or e.get("split") == split]
+
+
+def load_run(path: str | Path) -> RunData:
+    path = Path(path)
+    if not (path / "run.json").exists():
+        raise FileNotFoundError(f"{path} is not a run directory (no run.json); pass the run_dir of a moalign run")
+    meta = json.loads((path / "run.json").read_text())
+    return RunData(path, meta, read_jsonl(path / "steps.jsonl"), read_jsonl(path / "evals.jsonl"))
+
+
+def _png(fig, path: Path) -> str:
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def _front_plots(runs: list[RunData], fronts: dict[str, FrontSummary], split: str | None, out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    space = metric_space(runs[0].objectives)
+    metrics = [m for m, _ in space]
+    pairs = list(itertools.combinations(range(len(metrics)), 2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    images = []
+    fig, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 4.2), squeeze=False)
+    for ax, (i, j) in zip(axes[0], pairs):
+        for c, run in enumerate(runs):
+            ev = run.evals_for(split)
+            if not ev:
+                continue
+            raw = eval_matrix(ev, space)
+            color = colors[c % len(colors)]
+            ax.scatter(raw[:, i], raw[:, j], s=14, alpha=0.3, color=color)
+            f = np.asarray(fronts[run.name].points)
+            order = np.argsort(f[:, i])
+            ax.plot(f[order, i], f[order, j], "o-", color=color, label=run.name, ms=5)
+        ax.set_xlabel(f"{metrics[i]} ({'max' if space[i][1] else 'min'})")
+        ax.set_ylabel(f"{metrics[j]} ({'max' if space[j][1] else 'min'})")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle("Pareto fronts of the evaluated checkpoints (faint: all evaluations)")
+    images.append(("fronts.png", _png(fig, out / "fronts.png")))
+    if len(metrics) >= 3:
+        fig = plt.figure(figsize=(6, 5))
+        ax = fig.add_subplot(projection="3d")
+        for c, run in enumerate(runs):
+            if run.name in fronts:
+                f = np.asarray(fronts[run.name].points)
+                ax.scatter(f[:, 0], f[:, 1], f[:, 2], color=colors[c % len(colors)], label=run.name)
+        ax.set_xlabel(metrics[0])
+        ax.set_ylabel(metrics[1])
+        ax.set_zlabel(metrics[2])
+        ax.legend(fontsize=8)
+        images.append(("fronts3d.png", _png(fig, out / "fronts3d.png")))
+    return images
+
+
+def _series_plot(runs: list[RunData], key: str, title: str, out: Path, filename: str):
+    import matplotlib.pyplot as plt
+
+    names = [o["name"] for o in runs[0].objectives]
+    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.4), squeeze=False, sharey=key == "weights")
+    plotted = False
+    for ax, name in zip(axes[0], names):
+        for run in runs:
+            xs = [s["step"] for s in run.steps if s.get(key, {}).get(name) is not None]
+            ys = [s[key][name] for s in run.steps if s.get(key, {}).get(name) is not None]
+            if xs:
+                ax.plot(xs, ys, label=run.name)
+                plotted = True
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title)
+    if not plotted:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+        return None
+    return (filename, _png(fig, out / filename))
+
+
+def _r_pareto_plot(runs: list[RunData], out: Path):
+    import matplotlib.pyplot as plt
+
+    data = {r.name: [s["strategy"]["r_pareto"] for s in r.steps if "r_pareto" in s.get("strategy", {})] for r in runs}
+    data = {k: v for k, v in data.items() if v}
+    if not data:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.hist(list(data.values()), bins=20, label=list(data.keys()))
+    ax.set_xlabel("r_pareto (advantage multiplier)")
+    ax.set_ylabel("steps")
+    ax.legend(fontsize=8)
+    return ("r_pareto.png", _png(fig, out / "r_pareto.png"))
+
+
+def build_report(run_dirs: list[str | Path], out: str | Path, split: str | None = None) -> Path:
+    """Write ``index.html``, the PNGs and ``summary.json`` to ``out``; returns the path of ``index.html``."""
+    if not run_dirs:
+        raise ValueError("give at least one run directory")
+    runs = [load_run(p) for p in run_dirs]
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):
+        for r in runs:
+            r.name = f"{r.path.parent.name}/{r.path.name}"
+    base = [o.get("eval_metric") or o["name"] for o in runs[0].objectives]
+    for r in runs[1:]:
+        if [o.get("eval_metric") or o["name"] for o in r.objectives] != base:
+            raise ValueError(f"{r.path} has objectives {r.objectives}, unlike {runs[0].path}; compare like with like")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    fronts = {}
+    for r in runs:
+        ev = r.evals_for(split)
+        if ev:
+            fronts[r.name] = summarize_front(ev, r.objectives, r.max_completion_length)
+    if not fronts:
+        raise ValueError(
+            f"none of the runs has evaluations{' on split ' + repr(split) if split else ''}; "
+            "train with mo_eval_steps > 0 or run `moalign eval RUN_DIR` first"
+        )
+    images = _front_plots(runs, fronts, split, out)
+    for item in (
+        _series_plot(runs, "weights", "Objective weights per step", out, "weights.png"),
+        _series_plot(runs, "covariance", "Within-prompt covariance of each reward with the advantage", out,
+                     "covariance.png"),
+        _series_plot(runs, "rewards", "Mean training reward per step", out, "rewards.png"),
+        _r_pareto_plot(runs, out),
+    ):
+        if item:
+            images.append(item)
+
+    space = metric_space(runs[0].objectives)
+    maximize = [mx for _, mx in space]
+    dominance = {
+        a: {b: coverage(np.asarray(fronts[a].points), np.asarray(fronts[b].points), maximize) for b in fronts if b != a}
+        for a in fronts
+    }
+    summary = {
+        "split": split,
+        "runs": {r.name: {"path": str(r.path), "strategy": r.strategy, **fronts[r.name].to_dict()}
+                 for r in runs if r.name in fronts},
+        "coverage": dominance,
+    }
+    atomic_write_json(out / "summary.json", summary)
+    index = out / "index.html"
+    index.write_text(_html(runs, fronts, dominance, images, split))
+    return index
+
+
+def _html(runs, fronts, dominance, images, split) -> str:
+    metrics = next(iter(fronts.values())).metrics
+    rows = []
+    for r in runs:
+        if r.name not in fronts:
+            continue
+        f = fronts[r.name]
+        cells = "".join(f"<td>{f.front_means[m]:.3f}</td>" for m in metrics)
+        rows.append(
+            f"<tr><td>{html.escape(r.name)}</td><td>{html.escape(r.strategy)}</td><td>{f.hypervolume:.4f}</td>"
+            f"{cells}<td>{f.steps_to_front:.1f}</td><td>{len(f.steps)}</td></tr>"
+        )
+    head = "".join(f"<th>front mean {html.escape(m)}</th>" for m in metrics)
+    cov_rows = "".join(
+        f"<tr><td>{html.escape(a)}</td>" + "".join(
+            f"<td>{dominance[a][b]:.2f}</td>" if b != a else "<td>–</td>" for b in fronts
+        ) + "</tr>"
+        for a in fronts
+    )
+    cov_head = "".join(f"<th>{html.escape(b)}</th>" for b in fronts)
+    imgs = "".join(
+        f'<figure><img alt="{name}" src="data:image/png;base64,{data}"><figcaption>{name}</figcaption></figure>'
+        for name, data in images
+    )
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>moalign report</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1400px}}table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}
+img{{max-width:100%}}figure{{margin:1em 0}}</style></head><body>
+<h1>moalign report</h1>
+<p>Split: {html.escape(str(split or 'all'))}. Front = non-dominated evaluations of each run. Hypervolume in the
+normalised space (accuracy and clarity as they are, length as 1 − length/max_completion_length, reference point at
+the origin). Steps to front = mean step of the front's points (Table 3 of arXiv 2509.11452).</p>
+<table><tr><th>run</th><th>strategy</th><th>normalised HV</th>{head}<th>steps to front</th><th>front size</th></tr>
+{''.join(rows)}</table>
+<h2>Coverage C(row, column)</h2><p>Share of the column run's front weakly dominated by the row run's front.</p>
+<table><tr><th></th>{cov_head}</tr>{cov_rows}</table>
+{imgs}
+</body></html>"""
