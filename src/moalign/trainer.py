@@ -734,6 +734,13 @@ class _MOCallback(TrainerCallback):
         t.write_run_json()
         if t._evaluator is not None and state.global_step == 0:
             t._evaluator.evaluate(0)
+            if "validation" in getattr(t.strategy, "needs", ()):
+                # The initial policy's point: the hypervolume strategy's reference point (DESIGN.md).
+                k = len(t.objective_names)
+                t.strategy.after_update(StepStats(
+                    step=0, rewards=np.empty((0, k)), group_ids=np.empty(0), advantages=np.empty((0, k)),
+                    validation_point=t._evaluator.validation_point(0),
+                ))
 
     def on_step_end(self, args, state, control, **kwargs):
         t = self.trainer

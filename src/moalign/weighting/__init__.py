@@ -5,7 +5,20 @@
 [0.334, 0.333, 0.333]
 """
 
-from . import fixed  # noqa: F401  (registers the strategy)
+# Importing a strategy module registers it.
+from . import (  # noqa: F401
+    ctwa,
+    famo,
+    fixed,
+    gradient,
+    gradnorm,
+    hypervolume,
+    lagrangian,
+    mgda,
+    nash_mtl,
+    pama,
+    tchebycheff,
+)
 from .base import STRATEGIES, StepStats, WeightingStrategy, available, build, register
 
 __all__ = ["STRATEGIES", "StepStats", "WeightingStrategy", "available", "build", "register"]

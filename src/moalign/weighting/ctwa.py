@@ -1,0 +1,157 @@
+"""CTWA: covariance-targeted weight adaptation.
+
+*Uncovering Cross-Objective Interference in Multi-Objective Alignment* (Lu & Jiang, 2026, arXiv 2602.06869).
+The local covariance law of the paper says objective ``k`` improves at first order when its reward covaries
+positively, within a prompt, with the training signal. CTWA keeps that covariance above a target by raising the
+log-weight of every objective whose (smoothed) covariance falls short. After each policy update:
+
+    c_i      = mean_t Â_i ρ_it 1[clip inactive at t]               (clipped advantage weight, from the trainer)
+    Cov_k    = mean_{prompts p with ≥ 2 scored} cov_p(r_k, c)     (population covariance within the prompt)
+    m_k     ← (1 − τ)·m_k + τ·Cov_k                                (EMA, m_0 = 0)
+    d_k      = relu(target_k − m_k), and d_k = 0 if mean_batch(r_k) ≥ ceiling_k
+    log w   += η·d ;  w = softmax(log w)                           (used from the next step)
+
+=============  ===================  ===================================================
+symbol         parameter            reference value
+=============  ===================  ===================================================
+``target``     ``cov_targets``      ``[0.15, 0.08, 0.08]`` (accuracy, conciseness, clarity)
+``η``          ``step_size``        ``0.05``
+``τ``          ``ema_rate``         ``0.1``
+``w_0``        ``initial_weights``  ``[0.333, 0.333, 0.334]``
+``ceiling``    ``ceilings``         ``[1.0, 0.95, 0.95]``
+``|c| cap``    ``outlier_factor``   ``100`` (drop ``|c_i| > 100·median|c|``)
+=============  ===================  ===================================================
+
+Reference values are for the three objectives of the papers; with K ≠ 3 objectives ``cov_targets`` must be given
+(ceilings then default to none, initial weights to uniform). The EMA starts at 0, so every objective starts with
+the same deficit ``≈ target``; equal deficits leave the softmax unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..rl.covariance import within_group_covariance
+from .base import StepStats, WeightingStrategy, _load_vector, check_weight_vector, register, softmax
+
+__all__ = ["CTWA"]
+
+_TARGETS, _INITIAL, _CEILINGS = [0.15, 0.08, 0.08], [0.333, 0.333, 0.334], [1.0, 0.95, 0.95]
+
+
+def _vector(value: Any, k: int, key: str, names: list[str]) -> np.ndarray:
+    v = np.asarray(value, dtype=np.float64).reshape(-1)
+    if v.size != k:
+        raise ValueError(
+            f"strategy_params.{key} has {v.size} entries but objectives has {k} ({', '.join(names)}); "
+            "give one value per objective, in that order"
+        )
+    if not np.all(np.isfinite(v)):
+        raise ValueError(f"strategy_params.{key} must be finite, but got {v.tolist()}")
+    return v
+
+
+def _positive(value: Any, key: str, upper: float = math.inf) -> float:
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or not 0 < float(value) <= upper:
+        raise ValueError(f"strategy_params.{key} must be a number in (0, {upper}], but got {value!r}")
+    return float(value)
+
+
+@register("ctwa")
+class CTWA(WeightingStrategy):
+    """Covariance-targeted weight adaptation (arXiv 2602.06869); see the module docstring for the update."""
+
+    needs = frozenset({"post_update"})
+
+    def __init__(
+        self,
+        num_objectives: int,
+        objective_names: Sequence[str] | None = None,
+        cov_targets: Sequence[float] | None = None,
+        step_size: float = 0.05,
+        ema_rate: float = 0.1,
+        initial_weights: Sequence[float] | None = None,
+        ceilings: Sequence[float] | None = None,
+        outlier_factor: float | None = 100.0,
+    ):
+        super().__init__(num_objectives, objective_names)
+        k, names = self.num_objectives, self.objective_names
+        if cov_targets is None and k != 3:
+            raise ValueError(
+                f"strategy_params.cov_targets is required with {k} objectives ({', '.join(names)}): the default "
+                f"{_TARGETS} is for [accuracy, conciseness, clarity]; give one target covariance per objective"
+            )
+        self.cov_targets = _vector(_TARGETS if cov_targets is None else cov_targets, k, "cov_targets", names)
+        self.step_size = _positive(step_size, "step_size")
+        self.ema_rate = _positive(ema_rate, "ema_rate", upper=1.0)
+        self.outlier_factor = None if outlier_factor is None else _positive(outlier_factor, "outlier_factor")
+        if ceilings is None:  # K != 3: no ceiling
+            self.ceilings = np.asarray(_CEILINGS if k == 3 else [math.inf] * k, dtype=np.float64)
+        else:
+            self.ceilings = _vector(ceilings, k, "ceilings", names)
+        if initial_weights is None:
+            initial_weights = _INITIAL if k == 3 else [1.0 / k] * k
+        w0 = check_weight_vector(initial_weights, k, "strategy_params.initial_weights")
+        if np.any(w0 <= 0):
+            raise ValueError(f"strategy_params.initial_weights must be positive (log-weights), but got {w0.tolist()}")
+        self._w0 = [float(x) for x in initial_weights]
+        self._log_w = np.log(w0 / w0.sum())
+        self._w = softmax(self._log_w)
+        self._ema = np.zeros(k)
+        self._last: dict[str, float] = {"skipped": 0.0}
+
+    def after_update(self, stats: StepStats) -> None:
+        c = stats.clipped_advantage_weights
+        if c is None:
+            raise ValueError("strategy 'ctwa' needs stats.clipped_advantage_weights ('post_update' in needs)")
+        c = np.asarray(c, dtype=np.float64).reshape(-1)  # (N,)
+        rewards = np.asarray(stats.rewards, dtype=np.float64)  # (N, K)
+        keep = np.isfinite(c)
+        if self.outlier_factor is not None and keep.any():  # reference: drop |c| > 100·median|c|
+            med = float(np.median(np.abs(c[keep])))
+            if med > 0:
+                keep &= np.abs(c) <= self.outlier_factor * med
+        cov = within_group_covariance(np.where(np.isfinite(rewards), rewards, np.nan)[keep], c[keep],
+                                      np.asarray(stats.group_ids)[keep])  # (K,), NaN: no prompt with ≥ 2 scored
+        seen = np.isfinite(cov)
+        self._last = {"skipped": 1.0}
+        if not seen.any():
+            return
+        ema = np.where(seen, (1 - self.ema_rate) * self._ema + self.ema_rate * np.nan_to_num(cov), self._ema)
+        deficit = np.maximum(self.cov_targets - ema, 0.0)
+        with np.errstate(invalid="ignore"):
+            at_ceiling = stats.objective_means >= self.ceilings  # NaN mean -> False
+        deficit[at_ceiling] = 0.0
+        log_w = self._log_w + self.step_size * deficit
+        w = softmax(log_w)
+        if not (np.all(np.isfinite(log_w)) and np.all(np.isfinite(w))):
+            return
+        self._ema, self._log_w = ema, log_w - log_w.max()  # the shift keeps the log-weights bounded
+        self._set_weights(w)
+        self._last = {"skipped": 0.0}
+        for name, cv, m, d in zip(self.objective_names, cov, ema, deficit, strict=True):
+            self._last.update({f"ema_cov/{name}": float(m), f"deficit/{name}": float(d)})
+            if math.isfinite(cv):
+                self._last[f"cov/{name}"] = float(cv)
+
+    def metrics(self) -> dict[str, float]:
+        return dict(self._last)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"weights": self._w.tolist(), "log_weights": self._log_w.tolist(), "ema_cov": self._ema.tolist()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        k = self.num_objectives
+        self._log_w = _load_vector(state, "log_weights", k, self.name)
+        self._ema = _load_vector(state, "ema_cov", k, self.name)
+        self._w = softmax(self._log_w)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        ceilings = None if np.all(np.isinf(self.ceilings)) else self.ceilings.tolist()
+        return {"cov_targets": self.cov_targets.tolist(), "initial_weights": self._w0, "ceilings": ceilings,
+                "step_size": self.step_size, "ema_rate": self.ema_rate, "outlier_factor": self.outlier_factor}
