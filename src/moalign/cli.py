@@ -82,6 +82,11 @@ def hv_command(
     try:
         names, points = read_points(file, _split_list(columns) or None)
         ref_point = [float(x) for x in _split_list(ref)]
+        if len(ref_point) != len(names):
+            raise ValueError(
+                f"--ref has {len(ref_point)} values but there are {len(names)} columns ({', '.join(names)}); "
+                "give one reference value per column, or pick columns with --columns"
+            )
         minimize_cols = _split_list(minimize)
         maximize = []
         for i, name in enumerate(names):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,20 @@ class DataArguments:
         default_factory=dict,
         metadata={"help": "For model 'tiny': Qwen3Config overrides; otherwise from_pretrained keyword arguments."},
     )
+
+
+_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+def _coerce_numbers(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-6`` (no dot) as a string; turn such strings into floats, recursively."""
+    if isinstance(value, dict):
+        return {k: _coerce_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_coerce_numbers(v) for v in value]
+    if isinstance(value, str) and _FLOAT.match(value):
+        return float(value)
+    return value
 
 
 def _set_nested(target: dict[str, Any], dotted: str, value: Any) -> None:
@@ -71,7 +86,7 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
         else:
             raw = "true"
             i += 1
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = _coerce_numbers(yaml.safe_load(raw)) if raw != "" else ""
         _set_nested(out, key.replace("-", "_"), value)
     return out
 
@@ -107,7 +122,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
         loaded = yaml.safe_load(p.read_text()) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"{p} must hold a YAML mapping of settings, but holds a {type(loaded).__name__}")
-        raw = loaded
+        raw = _coerce_numbers(loaded)
     raw = _merge(raw, parse_overrides(overrides or []))
 
     env = raw.pop("env", {}) or {}
