@@ -186,6 +186,43 @@ def report_command(
     console.print(f"  summary: {index.parent / 'summary.json'}")
 
 
+@app.command("warmstart")
+def warmstart_command() -> None:
+    """SFT warm start of the tiny model on the synthetic task (cached; the demo runs it for you)."""
+    from .warmstart import warm_start
+
+    path = warm_start(progress=True)
+    console.print(f"[green]warm-start model:[/] {path}")
+    console.print(f"  calibration: {path / 'warmstart.json'}")
+
+
+@app.command("demo")
+def demo_command(
+    quick: Annotated[bool, typer.Option("--quick", help="Smoke-size run (CI): a few steps per method.")] = False,
+    steps: Annotated[int | None, typer.Option(help="RL steps per run.")] = None,
+    seeds: Annotated[int, typer.Option(help="Seeds per method.")] = 1,
+    out: Annotated[Path, typer.Option(help="Where the runs and the report go.")] = Path("runs/demo"),
+    methods: Annotated[list[str] | None, typer.Option(help="Subset of methods (comma-separated).")] = None,
+) -> None:
+    """Warm start -> RL with fixed presets and dynamic strategies on the synthetic task -> evaluation -> report."""
+    from .demo import DemoConfig, run_demo
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    kwargs = {"quick": quick, "seeds": seeds, "out": str(out)}
+    if steps is not None:
+        kwargs["steps"] = steps
+    if methods:
+        kwargs["methods"] = _split_list(methods)
+    try:
+        index = run_demo(DemoConfig(**kwargs))
+    except ValueError as exc:
+        _fail(str(exc))
+        return
+    console.print(f"[green]report:[/] {index}")
+    console.print(f"  runs:    {out}")
+    console.print(f"  summary: {index.parent / 'summary.json'}")
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -94,7 +94,7 @@ def _train_one(label, strategy, params, estimator, seed, model_dir, splits, cfg:
     )
     trainer = MOGRPOTrainer(model=model, args=args, train_dataset=splits["train"], eval_dataset=splits["test"],
                             processing_class=tok)
-    trainer.extra_run_info = {"name": label, "demo": {"method": label, "seed": seed}}
+    trainer.extra_run_info = {"name": f"{label}-seed{seed}", "method": label, "seed_index": seed}
     trainer.train()
     return trainer
 

@@ -177,6 +177,7 @@ def build_report(run_dirs: list[str | Path], out: str | Path, split: str | None 
     }
     summary = {
         "split": split,
+        "methods": method_table(runs, fronts),
         "runs": {r.name: {"path": str(r.path), "strategy": r.strategy, **fronts[r.name].to_dict()}
                  for r in runs if r.name in fronts},
         "coverage": dominance,
@@ -185,6 +186,38 @@ def build_report(run_dirs: list[str | Path], out: str | Path, split: str | None 
     index = out / "index.html"
     index.write_text(_html(runs, fronts, dominance, images, split))
     return index
+
+
+def _method_html(table: dict[str, dict[str, Any]], metrics: list[str]) -> str:
+    if all(row["runs"] == 1 for row in table.values()):
+        return ""
+    head = "".join(f"<th>{html.escape(m)}</th>" for m in metrics)
+    body = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{row['runs']}</td><td>{row['hv_mean']:.4f} ± {row['hv_std']:.4f}</td>"
+        + "".join(f"<td>{row['front_mean_' + m]:.3f}</td>" for m in metrics)
+        + f"<td>{row['steps_to_front']:.1f}</td></tr>"
+        for name, row in table.items()
+    )
+    return (f"<h2>Per method (mean over seeds)</h2><table><tr><th>method</th><th>seeds</th><th>normalised HV</th>"
+            f"{head}<th>steps to front</th></tr>{body}</table>")
+
+
+def method_table(runs: list[RunData], fronts: dict[str, FrontSummary]) -> dict[str, dict[str, Any]]:
+    """Per method (``run.json``'s ``method``, else the strategy name): mean ± std over its runs (seeds)."""
+    groups: dict[str, list[FrontSummary]] = {}
+    for r in runs:
+        if r.name in fronts:
+            method = r.meta.get("method") or r.strategy
+            groups.setdefault(method, []).append(fronts[r.name])
+    table = {}
+    for method, fs in groups.items():
+        hv = np.array([f.hypervolume for f in fs])
+        row: dict[str, Any] = {"runs": len(fs), "hv_mean": float(hv.mean()), "hv_std": float(hv.std(ddof=1)) if len(fs) > 1 else 0.0}
+        for m in fs[0].metrics:
+            row[f"front_mean_{m}"] = float(np.mean([f.front_means[m] for f in fs]))
+        row["steps_to_front"] = float(np.mean([f.steps_to_front for f in fs]))
+        table[method] = row
+    return table
 
 
 def _html(runs, fronts, dominance, images, split) -> str:
@@ -221,6 +254,7 @@ normalised space (accuracy and clarity as they are, length as 1 − length/max_c
 the origin). Steps to front = mean step of the front's points (Table 3 of arXiv 2509.11452).</p>
 <table><tr><th>run</th><th>strategy</th><th>normalised HV</th>{head}<th>steps to front</th><th>front size</th></tr>
 {''.join(rows)}</table>
+{_method_html(method_table(runs, fronts), metrics)}
 <h2>Coverage C(row, column)</h2><p>Share of the column run's front weakly dominated by the row run's front.</p>
 <table><tr><th></th>{cov_head}</tr>{cov_rows}</table>
 {imgs}
