@@ -272,6 +272,8 @@ def evaluate_run(
         task = bar.add_task(f"evaluating {run_dir.name} on {split}", total=len(todo) * len(rows))
         for step, path in todo:
             objectives = [build_objective(name) for name in config["objectives"]]
+            if path is None and (run_dir / "initial_model").is_dir():
+                path = run_dir / "initial_model"  # the exact initial policy `moalign train` saved
             if path is None:
                 from trl import ModelConfig
 
@@ -282,7 +284,7 @@ def evaluate_run(
             else:
                 model = AutoModelForCausalLM.from_pretrained(path)
                 tok = AutoTokenizer.from_pretrained(path)
-                state = read_state_file(path)
+                state = read_state_file(path) if path.name != "initial_model" else {"objectives": {}}
                 for o in objectives:
                     if hasattr(o, "load_state_dict") and o.name in state["objectives"]:
                         o.load_state_dict(state["objectives"][o.name])

@@ -73,6 +73,15 @@ def train(data_args: DataArguments, model_args, train_args, resume_from_checkpoi
     from .trainer import MOGRPOTrainer
 
     model, tokenizer = build_model_and_tokenizer(model_args, data_args, seed=train_args.seed)
+    if model_args.model_name_or_path == TINY:
+        # TRL builds the KL reference model (beta > 0) from the policy's path, so the random-init model needs one;
+        # it also lets `moalign eval` reload the exact initial policy.
+        initial = Path(train_args.run_dir or train_args.output_dir) / "initial_model"
+        with train_args.main_process_first(desc="saving the initial tiny model"):
+            if train_args.process_index == 0:
+                model.save_pretrained(initial)
+                tokenizer.save_pretrained(initial)
+        model.config._name_or_path = str(initial)
     train_ds, eval_ds = build_datasets(data_args)
     trainer = MOGRPOTrainer(
         model=model,
@@ -81,6 +90,7 @@ def train(data_args: DataArguments, model_args, train_args, resume_from_checkpoi
         eval_dataset=eval_ds,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
+        eval_split_name=data_args.dataset_eval_split or "eval",
     )
     trainer.extra_run_info = {
         "data": dataclasses.asdict(data_args),

@@ -37,6 +37,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from . import weighting
 from .evaluation import eval_metric_name
+from .objectives import sanitize_scores
 from .rl.advantages import ESTIMATORS, compute_advantages, is_linear
 from .rl.covariance import within_group_covariance
 from .rl.gram import GramProbe, per_objective_losses, select_parameters
@@ -105,8 +106,8 @@ class MOGRPOConfig(GRPOConfig):
     )
     mo_eval_steps: int = field(
         default=0,
-        metadata={"help": "Greedy evaluation of `eval_dataset` every N RL steps (and at step 0) into evals.jsonl; "
-                  "0 disables. The papers evaluate every 5 steps."},
+        metadata={"help": "Greedy evaluation of `eval_dataset` every N RL steps (generation batches) and at step 0, "
+                  "into evals.jsonl; 0 disables. The papers evaluate every 5 steps."},
     )
     mo_eval_size: int | None = field(
         default=None, metadata={"help": "Evaluate on the first N rows of eval_dataset (default: all)."}
@@ -184,24 +185,13 @@ class _GuardedObjective:
     def __call__(self, prompts, completions, **kwargs):
         n = len(completions)
         try:
-            values = list(self.objective(prompts=prompts, completions=completions, **kwargs))
+            values = self.objective(prompts=prompts, completions=completions, **kwargs)
         except Exception as exc:  # noqa: BLE001 - isolate the failing sample, report it
             self.errors.append(f"{type(exc).__name__}: {exc}")
             values = [self._score_one(i, prompts, completions, kwargs) for i in range(n)]
-        if len(values) != n:
-            raise ValueError(
-                f"objective {self.__name__!r} returned {len(values)} scores for {n} completions; "
-                "a reward function must return one score (or None) per completion"
-            )
-        out = []
-        for v in values:
-            try:
-                f = float(v) if v is not None else math.nan
-            except (TypeError, ValueError):
-                f = math.nan
-            out.append(f if math.isfinite(f) else None)
-        self.unscored += sum(v is None for v in out)
-        return out
+        scores, _ = sanitize_scores(values, n, self.__name__)
+        self.unscored += sum(v is None for v in scores)
+        return scores
 
     def _score_one(self, i, prompts, completions, kwargs):
         one = {k: ([v[i]] if isinstance(v, list) and len(v) == len(completions) else v) for k, v in kwargs.items()}
@@ -240,6 +230,7 @@ class MOGRPOTrainer(GRPOTrainer):
         train_dataset: dataset with a ``prompt`` column and whatever columns the objectives read (``answer``...).
         processing_class: tokenizer (loaded from the model when None).
         eval_dataset: dataset for ``mo_eval_steps`` evaluations and the hypervolume strategy's validation points.
+        eval_split_name: the split name written to ``evals.jsonl`` for those evaluations.
         objectives: objective instances or callables; default: built from ``args.objectives``.
         strategy: a :class:`~moalign.weighting.WeightingStrategy`; default: built from ``args.strategy``.
         callbacks, peft_config, **kwargs: passed to ``GRPOTrainer``.
@@ -256,6 +247,7 @@ class MOGRPOTrainer(GRPOTrainer):
         strategy: weighting.WeightingStrategy | None = None,
         callbacks=None,
         peft_config=None,
+        eval_split_name: str = "eval",
         **kwargs,
     ):
         from .objectives import build_objective
@@ -320,7 +312,7 @@ class MOGRPOTrainer(GRPOTrainer):
         self._evaluator = None
         if eval_dataset is not None and (args.mo_eval_steps > 0 or "validation" in needs):
             eval_split = eval_dataset if not isinstance(eval_dataset, dict) else next(iter(eval_dataset.values()))
-            self._evaluator = _Evaluator(self, eval_split, "eval", args.mo_eval_size)
+            self._evaluator = _Evaluator(self, eval_split, eval_split_name, args.mo_eval_size)
         elif "validation" in needs:
             raise ValueError(
                 f"strategy {self.strategy.name!r} takes its Pareto points from greedy validation evaluations, but no "
@@ -542,23 +534,36 @@ class MOGRPOTrainer(GRPOTrainer):
         if "post_update" in needs:
             stats.clipped_advantage_weights = self._clipped_advantage_weights(batch)
         step_after = int(self.state.global_step)
+        rl_step = self.rl_steps_done()
         if "validation" in needs and self._evaluator is not None:
             every = int(getattr(self.strategy, "hv_eval_every", 1))
-            if step_after % every == 0:
+            if rl_step % every == 0:
                 batch.validation_point = self._evaluator.validation_point(step_after)
                 stats.validation_point = batch.validation_point
+                stats.extra["validation_step"] = step_after
         if not np.isnan(stats.rewards).all():
             self.strategy.after_update(stats)
         batch.timings["strategy"] += time.perf_counter() - t0
-        self._log_step(batch, step_after)
+        self._log_step(batch, step_after, rl_step)
+        if self._evaluator is not None and self.args.mo_eval_steps and rl_step % self.args.mo_eval_steps == 0:
+            self._evaluator.evaluate(step_after)
 
-    def _log_step(self, batch: _Batch, step: int) -> None:
+    def optimizer_steps_per_rl_step(self) -> float:
+        """Optimizer steps one generation batch lasts (1 unless steps_per_generation/num_iterations say otherwise)."""
+        return self.args.steps_per_generation * self.num_iterations / self.args.gradient_accumulation_steps
+
+    def rl_steps_done(self) -> int:
+        """Generation batches fully used so far (derived from ``global_step``, so it survives resume)."""
+        return int(round(self.state.global_step / self.optimizer_steps_per_rl_step()))
+
+    def _log_step(self, batch: _Batch, step: int, rl_step: int) -> None:
         names = self.objective_names
         means = batch.stats.objective_means
         cov = batch.covariance if batch.covariance is not None else np.full(len(names), np.nan)
         flags = self._interference_flags(cov, means)
         record = {
             "step": step,
+            "rl_step": rl_step,
             "weights": dict(zip(names, batch.weights.tolist())),
             "rewards": dict(zip(names, means.tolist())),
             "advantage_scale": batch.advantage_scale,
@@ -747,6 +752,4 @@ class _MOCallback(TrainerCallback):
         generate_every = t.args.steps_per_generation * t.num_iterations
         if t._step % generate_every == 0:
             t._finish_step()
-        if t._evaluator is not None and t.args.mo_eval_steps and state.global_step % t.args.mo_eval_steps == 0:
-            t._evaluator.evaluate(state.global_step)
 

@@ -1,5 +1,9 @@
-"""Datasets: math benchmarks (Math500, MATH-lighteval, local files) and the embedded synthetic task."""
+"""Datasets: math benchmarks (Math500, MATH-lighteval, GSM8K, local files) and the embedded synthetic task.
 
-from .math import STEP_BY_STEP_SUFFIX, load_math_dataset, split_dataset, to_trl_rows
+See ``docs/objectives.md`` ("Datasets") and :mod:`moalign.data.math`. The synthetic task lives in
+:mod:`moalign.data.synthetic`.
+"""
 
-__all__ = ["STEP_BY_STEP_SUFFIX", "load_math_dataset", "split_dataset", "to_trl_rows"]
+from .math import STEP_BY_STEP_SUFFIX, extract_gsm8k_answer, load_math_dataset, split_dataset, to_trl_rows
+
+__all__ = ["STEP_BY_STEP_SUFFIX", "extract_gsm8k_answer", "load_math_dataset", "split_dataset", "to_trl_rows"]

@@ -1,6 +1,10 @@
-"""Objectives: TRL-compatible reward functions with a name, a direction and checkpointable state."""
+"""Objectives: TRL-compatible reward functions with a name, a direction and checkpointable state.
 
-from .accuracy import Accuracy, answers_match, last_boxed
+Built in (registry names): ``accuracy`` (:class:`Accuracy`), ``conciseness`` (:class:`Conciseness`) and ``clarity``
+(:class:`Clarity`). See ``docs/objectives.md``. This package imports only the standard library and math-verify.
+"""
+
+from .accuracy import Accuracy, answers_match, ground_truth, last_boxed
 from .base import (
     OBJECTIVES,
     FunctionObjective,
@@ -9,13 +13,16 @@ from .base import (
     available_objectives,
     build_objective,
     completion_text,
+    get_objective,
     register_objective,
+    sanitize_scores,
 )
-from .clarity import Clarity, count_step_markers
-from .conciseness import Conciseness
+from .clarity import ORDINAL_WORDS, Clarity, count_step_markers, step_markers
+from .conciseness import Conciseness, count_tokens
 
 __all__ = [
     "OBJECTIVES",
+    "ORDINAL_WORDS",
     "Accuracy",
     "Clarity",
     "Conciseness",
@@ -27,6 +34,11 @@ __all__ = [
     "build_objective",
     "completion_text",
     "count_step_markers",
+    "count_tokens",
+    "get_objective",
+    "ground_truth",
     "last_boxed",
     "register_objective",
+    "sanitize_scores",
+    "step_markers",
 ]

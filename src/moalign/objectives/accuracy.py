@@ -1,258 +1,261 @@
 r"""Accuracy: the completion's last ``\boxed{}`` answer checked against the ground truth with math-verify.
 
-Design (bounded time, safe in threads and worker processes):
+A completion scores 1.0 when the content of its last ``\boxed{...}`` (or ``\fbox{...}``) is mathematically equal to
+the ground truth, 0.0 otherwise, and ``None`` when its dataset row has no ground truth at all.
 
-1. **Extraction** (:func:`last_boxed`) scans only the completion's last 4,000 characters for ``\boxed{`` / ``\fbox{``
-   and matches braces up to a nesting depth of 64 and 1,000 characters of content; anything larger is not an
-   answer (score 0). So a 50 KB completion or ``\boxed{{{{...`` costs microseconds.
-2. **Fast path**: when gold and prediction are plain numbers (integers, decimals, simple fractions) or identical
-   after whitespace/``$`` normalisation, they are compared in Python without sympy.
-3. **math-verify** (``parse`` + ``verify(gold, pred)``, gold first) runs in a persistent worker *process* with its
-   own signal-free settings (``parsing_timeout=None``, ``timeout_seconds=None``), one request per completion; if an
-   item takes longer than ``timeout_s`` the worker is killed (so a runaway sympy computation cannot keep burning a
-   core) and restarted, and the item scores 0. math-verify's own timeouts use ``signal.alarm``, which only works on
-   the main thread -- hence the process. Where a child process cannot be started (e.g. inside a daemonic
-   ``multiprocessing.Pool`` worker), verification runs inline: with math-verify's signal timeouts on the main
-   thread, or after stricter input caps (200 characters, exponent towers refused) elsewhere.
+Design: bounded time, in any thread or process
+----------------------------------------------
+
+math-verify's own timeouts use ``signal.alarm``: they raise off the main thread, and even on the main thread a signal
+cannot interrupt one long C call (``\boxed{9^{9^{9^{9^9}}}}`` makes ``verify`` compute a huge power for minutes).
+So moalign switches them off (``parsing_timeout=None``, ``timeout_seconds=None``) and bounds time itself, in layers:
+
+1. **Extraction is linear and capped** (:func:`last_boxed`): only the text from the *last* ``\boxed`` / ``\fbox`` on
+   is looked at (one reverse search, so a 50 KB completion costs microseconds); the answer must close its braces
+   within ``max_answer_chars`` characters (default 1,000) and ``MAX_BRACE_DEPTH`` (32) levels of nesting, else the
+   completion has no answer (0.0). ``\{`` and ``\}`` are literal braces and do not count.
+2. **Fast path without sympy**: identical answers after whitespace/``$``/``\left``/``\dfrac`` normalisation are
+   equal; two plain integers are compared as integers. Repeated ``(gold, answer)`` pairs are memoised per process
+   (GRPO groups repeat answers a lot); a pair that ran over budget is not retried with the same or a smaller budget.
+3. **math-verify in a worker process** (:mod:`moalign.objectives._verifier`): every remaining pair of one call goes
+   to a persistent child process in one round trip; the child answers item by item and the caller waits at most
+   ``timeout_s`` (default 2 s) per item. An item over budget scores 0.0 and its child is killed (which is what stops
+   a runaway sympy computation) and replaced. This works the same from the main thread, from any other thread and
+   inside worker processes (daemonic ``multiprocessing.Pool`` workers included: the child is started with
+   :mod:`subprocess`). Only if no child process can be started at all does verification run in-process, with
+   math-verify's signal timeouts on the main thread and stricter input caps elsewhere.
+
+Ground truth, per row, first found: the ``answer_column`` column (default ``answer``); verl's ``reward_model`` column
+(``{"ground_truth": ...}``); the last ``\boxed{}`` of a ``solution`` column. Both sides are parsed wrapped in
+``\boxed{...}`` (as verl's math-verify reward does with the gold answer), then compared with ``verify(gold, pred)``,
+gold first.
 """
 
 from __future__ import annotations
 
-import atexit
-import logging
-import multiprocessing as mp
 import re
 import threading
-from fractions import Fraction
 from typing import Any
 
+from ._verifier import get_verifier
 from .base import Objective, register_objective
 
-__all__ = ["Accuracy", "last_boxed", "answers_match"]
+__all__ = ["Accuracy", "answers_match", "last_boxed", "ground_truth"]
 
-logger = logging.getLogger(__name__)
+#: Longest boxed answer considered, in characters (longer: no answer).
+MAX_ANSWER_CHARS = 1000
+#: Deepest brace nesting inside a boxed answer (deeper: no answer).
+MAX_BRACE_DEPTH = 32
 
-TAIL_CHARS = 4000
-MAX_DEPTH = 64
-MAX_CONTENT = 1000
-_BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
-_NUMBER_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)(/\d+)?$")
-_FRAC_RE = re.compile(r"^\\[dt]?frac\{([+-]?\d+)\}\{(\d+)\}$")
+_BOX_NAMES = ("\\boxed", "\\fbox")
+_INT_RE = re.compile(r"[+-]?\d{1,30}")
+_SPACES_RE = re.compile(r"\\[,;:! ]|\\q?quad|\s+")
 
 
-def last_boxed(text: str) -> str | None:
-    r"""Content of the last ``\boxed{...}`` (or ``\fbox{...}``) with balanced braces, or None.
+def last_boxed(text: str, max_chars: int = MAX_ANSWER_CHARS, max_depth: int = MAX_BRACE_DEPTH) -> str | None:
+    r"""Content of the last ``\boxed{...}`` / ``\fbox{...}`` of ``text``, stripped; None if absent or malformed.
 
-    >>> last_boxed(r"so \boxed{1} or rather \boxed{\frac{1}{2}}.")
+    Only the last occurrence counts: if it is cut off, too long (``max_chars``) or too deeply nested (``max_depth``),
+    the result is None even when an earlier box is complete.
+
+    >>> last_boxed(r"so \boxed{1}, or rather \boxed {\frac{1}{2}}.")
     '\\frac{1}{2}'
-    >>> last_boxed(r"\boxed{" + "{" * 500) is None
-    True
+    >>> last_boxed(r"the set \fbox{\{1, 2\}}")
+    '\\{1, 2\\}'
+    >>> last_boxed(r"\boxed{" + "{" * 500) is None, last_boxed("no box") is None
+    (True, True)
     """
-    tail = text[-TAIL_CHARS:]
-    starts = [m.end() for m in _BOX_RE.finditer(tail)]
-    for start in reversed(starts):
-        depth, i = 1, start
-        end = min(len(tail), start + MAX_CONTENT + 1)
-        while i < end:
-            ch = tail[i]
-            if ch == "{":
-                depth += 1
-                if depth > MAX_DEPTH:
-                    break
-            elif ch == "}":
-                depth -= 1
-                if depth == 0:
-                    return tail[start:i].strip()
-            i += 1
+    start = -1
+    for name in _BOX_NAMES:
+        at = text.rfind(name)
+        while at != -1 and text[at + len(name): at + len(name) + 1].isalpha():  # \boxedfoo is another macro
+            at = text.rfind(name, 0, at)
+        if at > start:
+            start, length = at, len(name)
+    if start < 0:
+        return None
+    i = start + length
+    end = len(text)
+    while i < end and text[i] in " \t\n":
+        i += 1
+    if i >= end or text[i] != "{":
+        return None
+    i += 1
+    begin, depth, limit = i, 1, min(end, i + max_chars + 1)
+    while i < limit:
+        ch = text[i]
+        if ch == "\\":
+            i += 2  # an escaped character (\{ and \} are literal braces)
+            continue
+        if ch == "{":
+            depth += 1
+            if depth > max_depth:
+                return None
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return text[begin:i].strip()
+        i += 1
     return None
 
 
 def _normalise(s: str) -> str:
     s = s.strip().strip("$").strip()
-    s = re.sub(r"\\[,;! ]|\s+", "", s)
-    s = s.replace("\\left", "").replace("\\right", "").replace("dfrac", "frac").replace("tfrac", "frac")
+    s = _SPACES_RE.sub("", s)
+    for old, new in (("\\left", ""), ("\\right", ""), ("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"),
+                     ("\\displaystyle", "")):
+        s = s.replace(old, new)
     return s.rstrip(".")
-
-
-def _as_number(s: str) -> Fraction | None:
-    s = _normalise(s).replace(",", "") if re.fullmatch(r"[+-]?\d{1,3}(,\d{3})+", _normalise(s)) else _normalise(s)
-    m = _FRAC_RE.match(s)
-    if m:
-        return Fraction(int(m.group(1)), int(m.group(2))) if int(m.group(2)) else None
-    if _NUMBER_RE.match(s) and len(s) < 40:
-        try:
-            return Fraction(s)
-        except (ValueError, ZeroDivisionError):
-            return None
-    return None
 
 
 def _fast_compare(gold: str, pred: str) -> bool | None:
     """True/False when decidable without sympy, None otherwise."""
-    if _normalise(gold) == _normalise(pred):
+    g, p = _normalise(gold), _normalise(pred)
+    if g == p:
         return True
-    g, p = _as_number(gold), _as_number(pred)
-    if g is not None and p is not None:
-        return g == p
+    if _INT_RE.fullmatch(g) and _INT_RE.fullmatch(p):
+        return int(g) == int(p)
     return None
 
 
-def _verify_inline(gold: str, pred: str, signal_timeouts: bool) -> bool:
-    from math_verify import LatexExtractionConfig, parse, verify
-
-    pt, vt = (5, 5) if signal_timeouts else (None, None)
-    config = [LatexExtractionConfig(boxed_match_priority=0, try_extract_without_anchor=True)]
-    gold_parsed = parse(f"\\boxed{{{gold}}}", extraction_config=config, parsing_timeout=pt)
-    if not gold_parsed:
-        gold_parsed = parse(f"${gold}$", parsing_timeout=pt)
-    pred_parsed = parse(f"\\boxed{{{pred}}}", extraction_config=config, parsing_timeout=pt)
-    if not gold_parsed or not pred_parsed:
-        return False
-    return bool(verify(gold_parsed, pred_parsed, timeout_seconds=vt))
+_CACHE: dict[tuple[str, str], bool | float] = {}  # result, or the budget (s) an over-budget pair ran out of
+_CACHE_MAX = 50_000
+_CACHE_LOCK = threading.Lock()
 
 
-def _worker_loop(conn) -> None:  # runs in the child process
-    logging.getLogger("math_verify").setLevel(logging.CRITICAL)
-    while True:
-        try:
-            item = conn.recv()
-        except EOFError:
-            return
-        if item is None:
-            return
-        gold, pred = item
-        try:
-            conn.send(_verify_inline(gold, pred, signal_timeouts=False))
-        except Exception:  # noqa: BLE001 - any failure to parse/verify means "not verified"
-            conn.send(False)
-
-
-class _Verifier:
-    """A persistent worker process for math-verify, restarted whenever an item exceeds its time budget."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._proc = None
-        self._conn = None
-        self._unavailable = False
-
-    def _start(self) -> bool:
-        if self._unavailable:
-            return False
-        try:
-            ctx = mp.get_context("spawn")
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker_loop, args=(child,), daemon=True)
-            proc.start()
-        except (AssertionError, OSError, RuntimeError) as exc:  # e.g. "daemonic processes are not allowed to have children"
-            logger.info("math-verify runs inline (no worker process: %s)", exc)
-            self._unavailable = True
-            return False
-        self._proc, self._conn = proc, parent
-        return True
-
-    def _kill(self) -> None:
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc.join(timeout=1)
-        self._proc = self._conn = None
-
-    def verify(self, gold: str, pred: str, timeout_s: float, startup_s: float = 30.0) -> bool:
-        with self._lock:
-            if self._proc is None or not self._proc.is_alive():
-                if not self._start():
-                    return _inline_bounded(gold, pred)
-                budget = timeout_s + startup_s  # the first request also pays for importing sympy in the child
+def _match_many(pairs: list[tuple[str, str]], timeout_s: float) -> list[bool]:
+    out: list[bool | None] = [None] * len(pairs)
+    todo: dict[tuple[str, str], list[int]] = {}
+    with _CACHE_LOCK:
+        for i, pair in enumerate(pairs):
+            fast = _fast_compare(*pair)
+            if fast is None:
+                cached = _CACHE.get(pair)
+                if isinstance(cached, bool):
+                    fast = cached
+                elif cached is not None and timeout_s <= cached:
+                    fast = False  # ran over a budget at least as large before: do not wait for it again
+            if fast is None:
+                todo.setdefault(pair, []).append(i)
             else:
-                budget = timeout_s
-            try:
-                self._conn.send((gold, pred))
-                if self._conn.poll(budget):
-                    return bool(self._conn.recv())
-            except (EOFError, OSError, BrokenPipeError):
-                pass
-            logger.warning("math-verify exceeded %.1f s on an answer of %d characters; scored 0", timeout_s, len(pred))
-            self._kill()
-            return False
-
-    def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                try:
-                    self._conn.send(None)
-                except (OSError, BrokenPipeError):
-                    pass
-            self._kill()
-
-
-def _inline_bounded(gold: str, pred: str) -> bool:
-    on_main = threading.current_thread() is threading.main_thread()
-    if not on_main and (len(pred) > 200 or pred.count("^") > 2 or re.search(r"\d{30,}", pred)):
-        return False  # no way to interrupt sympy off the main thread without a process: refuse risky inputs
-    try:
-        return _verify_inline(gold, pred, signal_timeouts=on_main)
-    except Exception:  # noqa: BLE001
-        return False
-
-
-_VERIFIER = _Verifier()
-atexit.register(_VERIFIER.close)
+                out[i] = fast
+    if todo:
+        unique = list(todo)
+        results = get_verifier().verify_many(unique, timeout_s)
+        with _CACHE_LOCK:
+            if len(_CACHE) + len(unique) > _CACHE_MAX:
+                _CACHE.clear()
+            for pair, ok in zip(unique, results):
+                _CACHE[pair] = float(timeout_s) if ok is None else ok
+                for i in todo[pair]:
+                    out[i] = bool(ok)
+    return [bool(v) for v in out]
 
 
 def answers_match(gold: str, pred: str, timeout_s: float = 2.0) -> bool:
-    """Whether ``pred`` is mathematically equal to ``gold`` (fast path, then math-verify in the worker)."""
-    fast = _fast_compare(gold, pred)
-    if fast is not None:
-        return fast
-    return _VERIFIER.verify(gold, pred, timeout_s)
+    r"""Whether answer ``pred`` equals ground truth ``gold`` (bare answers, without ``\boxed``).
+
+    >>> answers_match("0.5", r"\frac{1}{2}"), answers_match("3", "4")
+    (True, False)
+    """
+    return _match_many([(str(gold), str(pred))], timeout_s)[0]
 
 
-def _gold_from_row(columns: dict[str, Any], i: int, answer_column: str) -> str | None:
+def _clean_gold(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    if "\\boxed" in text or "\\fbox" in text:
+        text = last_boxed(text) or ""
+    text = text.strip().strip("$").strip()
+    return text or None
+
+
+def ground_truth(columns: dict[str, Any], i: int, answer_column: str = "answer") -> str | None:
+    r"""The ground truth of row ``i``: ``columns[answer_column]``, else ``reward_model["ground_truth"]``, else the
+    last ``\boxed{}`` of ``solution``; None when none of them gives a non-empty answer.
+
+    >>> ground_truth({"reward_model": [{"ground_truth": "4", "style": "rule"}]}, 0)
+    '4'
+    >>> ground_truth({"answer": [""], "solution": [r"so $\boxed{12}$."]}, 0)
+    '12'
+    """
     for key in (answer_column, "reward_model", "solution"):
         values = columns.get(key)
         if values is None:
             continue
         value = values[i]
-        if key == "reward_model" and isinstance(value, dict):
+        if isinstance(value, dict):
             value = value.get("ground_truth")
         elif key == "solution" and isinstance(value, str):
             value = last_boxed(value)
-        if value is not None and str(value).strip():
-            return str(value)
+        gold = _clean_gold(value)
+        if gold is not None:
+            return gold
     return None
 
 
 @register_objective("accuracy")
 class Accuracy(Objective):
-    r"""1.0 if the last ``\boxed{}`` answer equals the ground truth, else 0.0; None when the row has no ground truth.
+    r"""1.0 if the last ``\boxed{}`` answer equals the ground truth, 0.0 if not, None when the row has no ground truth.
 
-    Ground truth, first found: the ``answer_column`` column (default ``answer``), verl's
-    ``reward_model["ground_truth"]``, the last ``\boxed{}`` of a ``solution`` column.
+    Parameters:
+        answer_column: dataset column holding the ground truth (then ``reward_model``, then ``solution`` are tried).
+        timeout_s: wall-clock budget of one math-verify comparison, in seconds (over budget: 0.0).
+        max_answer_chars: longest boxed answer considered (longer: 0.0).
 
-    >>> Accuracy()([r"So \boxed{\frac{1}{2}}", "no box", r"\boxed{0.5}"], answer=["1/2", "1/2", "\\frac12"])
+    >>> acc = Accuracy()
+    >>> acc([r"So \boxed{\frac{1}{2}}", "no box", [{"role": "assistant", "content": r"$\boxed{0.5}$"}]],
+    ...     answer=["1/2", "1/2", r"\frac12"])
     [1.0, 0.0, 1.0]
+    >>> acc([r"\boxed{4}"], reward_model=[{"ground_truth": "4"}]), acc([r"\boxed{4}"], other=["?"])
+    ([1.0], [None])
     """
 
     name = "accuracy"
     maximize = True
 
-    def __init__(self, answer_column: str = "answer", timeout_s: float = 2.0):
+    def __init__(self, answer_column: str = "answer", timeout_s: float = 2.0, max_answer_chars: int = MAX_ANSWER_CHARS):
         super().__init__()
-        if timeout_s <= 0:
+        if not isinstance(answer_column, str) or not answer_column:
+            raise ValueError(f"answer_column must be a non-empty column name, but got {answer_column!r}")
+        if not timeout_s > 0:
             raise ValueError(f"timeout_s must be positive, but got {timeout_s}")
+        if int(max_answer_chars) < 1:
+            raise ValueError(f"max_answer_chars must be positive, but got {max_answer_chars}")
         self.answer_column = answer_column
         self.timeout_s = float(timeout_s)
+        self.max_answer_chars = int(max_answer_chars)
 
     def score(self, texts: list[str], **columns: Any) -> list[float | None]:
-        out: list[float | None] = []
+        for key in (self.answer_column, "reward_model", "solution"):
+            values = columns.get(key)
+            if values is not None and len(values) != len(texts):
+                raise ValueError(
+                    f"accuracy: column {key!r} has {len(values)} values for {len(texts)} completions; "
+                    "pass one ground truth per completion"
+                )
+        out: list[float | None] = [None] * len(texts)
+        pairs, where = [], []
         for i, text in enumerate(texts):
-            gold = _gold_from_row(columns, i, self.answer_column)
+            gold = ground_truth(columns, i, self.answer_column)
             if gold is None:
-                out.append(None)
                 continue
-            pred = last_boxed(text)
-            out.append(float(answers_match(gold, pred, self.timeout_s)) if pred else 0.0)
+            pred = last_boxed(text, max_chars=self.max_answer_chars)
+            if not pred:
+                out[i] = 0.0
+                continue
+            pairs.append((gold, pred))
+            where.append(i)
+        for i, ok in zip(where, _match_many(pairs, self.timeout_s)):
+            out[i] = 1.0 if ok else 0.0
         return out
 
+    @staticmethod
+    def warmup() -> bool:
+        """Start the math-verify worker process now rather than on the first batch; False if none can be started."""
+        return get_verifier().warmup()
+
     def __repr__(self) -> str:
-        return f"Accuracy(answer_column={self.answer_column!r}, timeout_s={self.timeout_s})"
+        return (f"Accuracy(answer_column={self.answer_column!r}, timeout_s={self.timeout_s}, "
+                f"max_answer_chars={self.max_answer_chars})")

@@ -1,71 +1,174 @@
 """The objective protocol, helpers shared by objectives, and the objective registry.
 
-An objective is a TRL reward function with a name and a direction: ``obj(completions, **columns) ->
-list[float | None]`` (``None`` = this completion cannot be scored), ``.name``, ``.maximize``, and
-``state_dict()``/``load_state_dict()`` (JSON types) for whatever it learns while training. Objectives are small
-picklable classes (not closures) so that they can be sent to worker processes.
+An objective is a TRL reward function with a name and a direction:
+
+* ``obj(completions, **columns) -> list[float | None]``, one score per completion, ``None`` when a completion cannot
+  be scored. TRL's ``GRPOTrainer._calculate_rewards`` (TRL 1.16) calls ``reward_func(prompts=..., completions=...,
+  completion_ids=..., **dataset_columns, trainer_state=..., log_extra=..., log_metric=...)`` (plus ``environments``
+  when an environment is used); objectives take what they need and ignore the rest. A completion is a string or a
+  chat-message list (``[{"role": "assistant", "content": "..."}]``); :func:`completion_text` turns either into text.
+* ``.name`` (also ``__name__``, which TRL uses for its log keys) and ``.maximize``.
+* ``.training``: the trainer sets it to ``False`` while evaluating, so that stateful objectives (conciseness's running
+  mean) do not learn from evaluation batches.
+* ``eval_metric`` / ``eval_maximize`` / ``eval_values()``: what evaluations report for the objective. By default the
+  objective's own score under its own name; conciseness reports ``"length"`` (tokens, lower is better).
+* ``state_dict()`` / ``load_state_dict()``: whatever the objective learns while training, in JSON types; saved with
+  every checkpoint.
+
+Objectives are small callable classes, not closures, so that they pickle into worker processes.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
+import math
+import numbers
 from collections.abc import Callable
 from typing import Any
 
 __all__ = [
-    "Objective",
+    "OBJECTIVES",
     "FunctionObjective",
+    "Objective",
     "as_objective",
     "available_objectives",
     "build_objective",
     "completion_text",
+    "get_objective",
     "register_objective",
-    "OBJECTIVES",
+    "sanitize_scores",
 ]
 
 
 def completion_text(completion: Any) -> str:
-    """The assistant text of a completion: a string, or a chat-message list (TRL passes both)."""
+    """The text of a completion: a string as it is, or the assistant content of a chat-message list.
+
+    TRL passes strings for plain-text prompts and message lists for conversational ones. Message contents that are
+    lists of parts (``[{"type": "text", "text": ...}]``) are joined; non-assistant messages (tool results) are skipped.
+
+    >>> completion_text("x = 2")
+    'x = 2'
+    >>> completion_text([{"role": "assistant", "content": "x = 2"}])
+    'x = 2'
+    """
     if isinstance(completion, str):
         return completion
+    if completion is None:
+        return ""
     if isinstance(completion, dict):
-        return str(completion.get("content", ""))
+        return _content_text(completion.get("content"))
     if isinstance(completion, (list, tuple)):
-        parts = [m.get("content", "") for m in completion if isinstance(m, dict) and m.get("role", "assistant") ==
-                 "assistant"]
-        return "".join(p if isinstance(p, str) else str(p) for p in parts)
+        return "".join(
+            _content_text(m.get("content"))
+            for m in completion
+            if isinstance(m, dict) and m.get("role", "assistant") == "assistant"
+        )
     return str(completion)
 
 
-class Objective:
-    """Base class: subclasses set ``name``/``maximize`` and implement :meth:`score`.
+def _content_text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, (list, tuple)):  # multimodal parts
+        return "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
+    return str(content)
 
-    ``training`` is switched off by the trainer during evaluation so that stateful objectives (conciseness's running
-    mean) do not learn from evaluation batches. ``eval_metric`` names the metric the objective is reported as in
-    evaluations when it differs from its own mean score (conciseness -> ``length``).
+
+def sanitize_scores(values: Any, n: int, name: str = "objective") -> tuple[list[float | None], int]:
+    """Check an objective's output and make it safe to use: ``(scores, n_bad)``.
+
+    Raises ValueError when ``values`` does not have one entry per completion. ``None`` stays ``None`` (unscorable);
+    NaN, infinities and values that are not real numbers become ``None`` and are counted in ``n_bad``.
+
+    >>> sanitize_scores([1, None, float("nan"), "x", True], 5)
+    ([1.0, None, None, None, 1.0], 2)
+    """
+    try:
+        values = list(values)
+    except TypeError as exc:
+        raise ValueError(f"objective {name!r} returned {type(values).__name__}, not a list of scores") from exc
+    if len(values) != n:
+        raise ValueError(
+            f"objective {name!r} returned {len(values)} scores for {n} completions; "
+            "return one score (or None) per completion, in order"
+        )
+    out: list[float | None] = []
+    bad = 0
+    for v in values:
+        if v is None:
+            out.append(None)
+            continue
+        try:
+            f = float(v) if isinstance(v, (numbers.Real, bool)) or hasattr(v, "__float__") else math.nan
+        except (TypeError, ValueError):
+            f = math.nan
+        if math.isfinite(f):
+            out.append(f)
+        else:
+            out.append(None)
+            bad += 1
+    return out, bad
+
+
+class Objective:
+    """Base class of the built-in objectives: subclasses set ``name``/``maximize`` and implement :meth:`score`.
+
+    ``__call__`` turns completions into text, calls ``score(texts, **kwargs)`` with everything TRL passed, and
+    checks that one score per completion came back.
+
+    >>> class Short(Objective):
+    ...     name = "short"
+    ...     def score(self, texts, **kwargs):
+    ...         return [float(len(t) < 5) for t in texts]
+    >>> Short()(["ab", [{"role": "assistant", "content": "abcdef"}]], prompts=["p", "q"], trainer_state=None)
+    [1.0, 0.0]
+    >>> Short().__name__, Short().eval_metric  # None: reported under its own name
+    ('short', None)
     """
 
     name: str = "objective"
     maximize: bool = True
+    #: Metric name reported in evaluations (``None``: the objective's own ``name``).
     eval_metric: str | None = None
+    #: Direction of the evaluation metric (``None``: same as ``maximize``).
+    eval_maximize: bool | None = None
 
     def __init__(self) -> None:
         self.training = True
 
     @property
-    def __name__(self) -> str:  # TRL names reward columns after `reward_func.__name__`
+    def __name__(self) -> str:  # TRL names reward columns and log keys after `reward_func.__name__`
         return self.name
 
-    def __call__(self, completions: list, **columns: Any) -> list[float | None]:
-        return self.score([completion_text(c) for c in completions], **columns)
+    def __call__(self, completions: list, **kwargs: Any) -> list[float | None]:
+        texts = [completion_text(c) for c in completions]
+        scores = list(self.score(texts, **kwargs))
+        if len(scores) != len(texts):
+            raise ValueError(f"objective {self.name!r} produced {len(scores)} scores for {len(texts)} completions")
+        return scores
 
-    def score(self, texts: list[str], **columns: Any) -> list[float | None]:
-        raise NotImplementedError
+    def score(self, texts: list[str], **kwargs: Any) -> list[float | None]:
+        """One score (or None) per completion text; ``kwargs`` are TRL's keyword arguments and dataset columns."""
+        raise NotImplementedError(f"{type(self).__name__} must implement score(texts, **kwargs)")
+
+    def eval_values(self, completions: list, **kwargs: Any) -> list[float | None]:
+        """Per-completion values of :attr:`eval_metric` for evaluations; never changes the objective's state."""
+        previous = getattr(self, "training", True)
+        self.training = False
+        try:
+            return self(completions, **kwargs)
+        finally:
+            self.training = previous
 
     def state_dict(self) -> dict[str, Any]:
+        """Everything the objective learned while training, in JSON types (nothing by default)."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output."""
         del state
 
     def __repr__(self) -> str:
@@ -73,22 +176,53 @@ class Objective:
 
 
 class FunctionObjective(Objective):
-    """Wraps a plain reward function ``fn(completions, **kwargs) -> list[float | None]`` as an objective."""
+    """A plain reward function ``fn(completions, **kwargs) -> list[float | None]`` as an objective.
 
-    def __init__(self, fn: Callable[..., list], name: str | None = None, maximize: bool = True):
-        super().__init__()
+    The function receives the completions exactly as TRL passes them (strings or message lists) and every keyword
+    argument. Its ``state_dict``/``load_state_dict``/``eval_metric`` are used when it has them.
+
+    >>> def brevity(completions, **kwargs):
+    ...     return [float(len(c) < 5) for c in completions]
+    >>> obj = as_objective(brevity)
+    >>> obj.name, obj.maximize, obj(["ab", "abcdef"])
+    ('brevity', True, [1.0, 0.0])
+    """
+
+    def __init__(self, fn: Callable[..., Any], name: str | None = None, maximize: bool | None = None):
         if not callable(fn):
-            raise ValueError(f"an objective must be callable, but got {fn!r}")
+            raise ValueError(f"an objective must be callable, but got {fn!r} of type {type(fn).__name__}")
         self.fn = fn
-        self.name = name or getattr(fn, "name", None) or getattr(fn, "__name__", None) or type(fn).__name__
-        self.maximize = bool(getattr(fn, "maximize", maximize))
+        super().__init__()
+        self.name = str(name or getattr(fn, "name", None) or getattr(fn, "__name__", None) or type(fn).__name__)
+        self.maximize = bool(getattr(fn, "maximize", True) if maximize is None else maximize)
         self.eval_metric = getattr(fn, "eval_metric", None)
+        self.eval_maximize = getattr(fn, "eval_maximize", None)
 
-    def __call__(self, completions: list, **columns: Any) -> list[float | None]:
-        return list(self.fn(completions=completions, **columns))
+    def __call__(self, completions: list, **kwargs: Any) -> list[float | None]:
+        scores = list(self.fn(completions=completions, **kwargs))
+        if len(scores) != len(completions):
+            raise ValueError(
+                f"objective {self.name!r} produced {len(scores)} scores for {len(completions)} completions"
+            )
+        return scores
+
+    def eval_values(self, completions: list, **kwargs: Any) -> list[float | None]:
+        if hasattr(self.fn, "eval_values"):
+            return list(self.fn.eval_values(completions, **kwargs))
+        return super().eval_values(completions, **kwargs)
+
+    @property
+    def training(self) -> bool:
+        return bool(getattr(self.fn, "training", self.__dict__.get("_training", True)))
+
+    @training.setter
+    def training(self, value: bool) -> None:
+        self.__dict__["_training"] = bool(value)
+        if hasattr(self.fn, "training"):
+            self.fn.training = bool(value)
 
     def state_dict(self) -> dict[str, Any]:
-        return self.fn.state_dict() if hasattr(self.fn, "state_dict") else {}
+        return dict(self.fn.state_dict()) if hasattr(self.fn, "state_dict") else {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if hasattr(self.fn, "load_state_dict"):
@@ -98,60 +232,119 @@ class FunctionObjective(Objective):
         return f"FunctionObjective({self.name!r}, maximize={self.maximize})"
 
 
-def as_objective(fn: Any, name: str | None = None, maximize: bool = True) -> Objective:
-    """Return ``fn`` if it already is an :class:`Objective`, else wrap it (any callable with a name works)."""
+def as_objective(fn: Any, name: str | None = None, maximize: bool | None = None) -> Objective:
+    """``fn`` as an :class:`Objective`: ``fn`` itself if it is one, else ``fn`` wrapped in :class:`FunctionObjective`.
+
+    ``name`` defaults to ``fn.name``, then ``fn.__name__``, then the class name; ``maximize`` to ``fn.maximize``,
+    then True.
+    """
     if isinstance(fn, Objective):
+        if name is not None and name != fn.name:
+            raise ValueError(f"objective {fn.name!r} cannot be renamed to {name!r}; subclass it to change its name")
         return fn
     return FunctionObjective(fn, name=name, maximize=maximize)
 
 
-OBJECTIVES: dict[str, Callable[[], Any]] = {}
+#: Registry: name -> objective class (instantiated with keyword arguments) or plain reward function (wrapped).
+OBJECTIVES: dict[str, Any] = {}
 
 
-def register_objective(name: str) -> Callable:
-    """Decorator adding an objective class (or a plain reward function) to the registry under ``name``.
+def register_objective(name: str) -> Callable[[Any], Any]:
+    """Decorator adding an objective class, or a plain reward function, to :data:`OBJECTIVES` under ``name``.
 
     >>> @register_objective("politeness")
-    ... def politeness(completions, **kw):
+    ... def politeness(completions, **kwargs):
     ...     return [float("please" in c) for c in completions]
     >>> build_objective("politeness")(["please do", "no"])
     [1.0, 0.0]
+    >>> del OBJECTIVES["politeness"]
     """
+    if not isinstance(name, str) or not name or not name.isidentifier():
+        raise ValueError(f"objective names must be non-empty identifiers, but got {name!r}")
 
-    def decorator(obj):
-        if name in OBJECTIVES and OBJECTIVES[name] is not obj:
-            raise ValueError(f"an objective named {name!r} is already registered")
+    def decorator(obj: Any) -> Any:
+        if not callable(obj):
+            raise ValueError(f"register_objective({name!r}) needs a class or a function, but got {obj!r}")
+        existing = OBJECTIVES.get(name)
+        if existing is not None and existing is not obj and _qualname(existing) != _qualname(obj):
+            raise ValueError(f"an objective named {name!r} is already registered ({_qualname(existing)})")
         OBJECTIVES[name] = obj
         return obj
 
     return decorator
 
 
+def _qualname(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__qualname__)}"
+
+
 def available_objectives() -> list[str]:
+    """Sorted registry names."""
     return sorted(OBJECTIVES)
 
 
-def _instantiate(factory: Any, name: str | None) -> Objective:
-    if isinstance(factory, type):
-        obj = factory()
-        return obj if isinstance(obj, Objective) else as_objective(obj, name=name)
-    return as_objective(factory, name=name)
-
-
-def build_objective(spec: Any) -> Objective:
-    """An objective from a registry name, a ``"module:attr"`` / ``"module.attr"`` import path, or a callable."""
-    if not isinstance(spec, str):
-        return as_objective(spec)
-    if spec in OBJECTIVES:
-        return _instantiate(OBJECTIVES[spec], spec)
-    if ":" in spec or "." in spec:
-        module_name, _, attr = spec.rpartition(":") if ":" in spec else spec.rpartition(".")
+def _instantiate(target: Any, label: str, kwargs: dict[str, Any]) -> Objective:
+    if isinstance(target, type):
         try:
-            target = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(f"cannot import objective {spec!r} ({exc}); check the module path and name") from exc
-        return _instantiate(target, attr)
-    raise ValueError(
-        f"unknown objective {spec!r}; valid names: {', '.join(available_objectives())} "
-        "(or a 'module:callable' import path to your own reward function)"
-    )
+            inspect.signature(target).bind(**kwargs)
+        except TypeError as exc:
+            accepted = [p for p in inspect.signature(target).parameters if p not in ("self", "args", "kwargs")]
+            raise ValueError(
+                f"objective {label!r} does not accept {sorted(kwargs)} ({exc}); its parameters are: "
+                f"{', '.join(accepted) or 'none'}"
+            ) from None
+        return as_objective(target(**kwargs), name=None)
+    if kwargs:
+        raise ValueError(
+            f"objective {label!r} is a plain function and takes no parameters, but got {sorted(kwargs)}; "
+            "make it a class to give it parameters"
+        )
+    return as_objective(target)
+
+
+def get_objective(name: str, **kwargs: Any) -> Objective:
+    """The registered objective ``name``, built with ``kwargs``.
+
+    >>> get_objective("clarity", min_steps=3)
+    Clarity(min_steps=3)
+    """
+    if name not in OBJECTIVES:
+        raise ValueError(
+            f"unknown objective {name!r}; valid names: {', '.join(available_objectives())} "
+            "(or a 'module:callable' import path to your own reward function)"
+        )
+    return _instantiate(OBJECTIVES[name], name, kwargs)
+
+
+def build_objective(spec: Any, **kwargs: Any) -> Objective:
+    """An objective from a registry name, an import path (``"pkg.mod:attr"`` or ``"pkg.mod.attr"``) or a callable.
+
+    A class (registered or imported) is instantiated with ``kwargs``; a function or any other callable is wrapped
+    with :func:`as_objective`. Unknown names raise ValueError listing the valid ones.
+
+    >>> build_objective("accuracy").name
+    'accuracy'
+    >>> build_objective("moalign.objectives.clarity:Clarity").name
+    'clarity'
+    """
+    if isinstance(spec, str):
+        if spec in OBJECTIVES:
+            return get_objective(spec, **kwargs)
+        if ":" in spec or "." in spec:
+            module_name, _, attr = spec.partition(":") if ":" in spec else spec.rpartition(".")
+            try:
+                target = importlib.import_module(module_name)
+                for part in attr.split("."):
+                    target = getattr(target, part)
+            except (ImportError, AttributeError, ValueError) as exc:
+                raise ValueError(
+                    f"cannot import objective {spec!r} ({type(exc).__name__}: {exc}); give 'package.module:name' "
+                    "of a reward function or objective class importable from this Python environment"
+                ) from exc
+            return _instantiate(target, spec, kwargs)
+        return get_objective(spec, **kwargs)  # raises with the valid names
+    if isinstance(spec, type):
+        return _instantiate(spec, spec.__name__, kwargs)
+    if kwargs:
+        raise ValueError(f"parameters {sorted(kwargs)} given for an objective that is already built ({spec!r})")
+    return as_objective(spec)

@@ -1,14 +1,22 @@
-r"""Clarity: a non-empty ``\boxed{}`` answer and at least two explicit step markers.
+r"""Clarity: a non-empty ``\boxed{}`` answer and at least two distinct explicit step markers.
 
-Step markers (each occurrence counts once; matching is case-insensitive):
+Step markers (matching is case-insensitive):
 
-* an ordinal word -- first, second, third, fourth, fifth, next, then, finally, lastly -- at the start of a line or
-  of a sentence (after ``.``, ``!``, ``?`` or ``:`` and whitespace). "if x > 0 then y" is not a step: "then" is
-  mid-sentence;
-* an enumerator at the start of a line: ``1.``, ``2)``, ``(3)``, ``Step 4:`` / ``Step 4.`` -- but not a decimal such
-  as ``1.5``, and not "Step" without a number;
-* a list bullet at the start of a line followed by text: ``- add``, ``* add``. A minus sign inside a line
-  (``5 - 3``), a lone ``-`` line and ``-5`` are not steps (the reference code counted any " - ").
+* **Ordinal words** ``first``, ``second``, ``third``, ``fourth``, ``fifth``, ``next``, ``then``, ``finally``,
+  ``lastly`` -- as a whole word at the start of a line (after optional indentation and ``**``/``#`` markup) or at the
+  start of a sentence (after ``.``, ``!``, ``?`` or ``:`` and whitespace). ``if x > 0 then y`` and ``the first term``
+  are not steps (mid-sentence), nor is ``Firstly``... only the listed words (``Firstly`` is not listed).
+* **Enumerators** at the start of a line (after optional indentation, ``#``/``>`` and ``**``): ``1.``, ``2)``,
+  ``(3)`` (one to three digits), and ``Step 4`` with anything after the number (``Step 4:``, ``**Step 4**``,
+  ``## Step 4``). A number followed by a digit is a decimal, not an enumerator (``1.5``, ``Step 1.5``), and ``Step``
+  without a number is not a marker.
+* **List items** at the start of a line: ``-``, ``*`` or ``•``, then spaces, then text that does not start with a
+  digit, ``-``, ``=``, ``+`` or ``*``. ``5 - 3`` (a minus inside a line), a ``-`` alone on a line, ``-5``,
+  ``- 3 = 2`` and ``* * *`` are not.
+
+Markers are counted once per distinct key: the lower-cased word for ordinals (``Then ... Then ...`` is one marker),
+the number for enumerators (``1.`` and ``Step 1:`` are the same step), and the position for list items (each item is
+its own marker). The box must contain something other than whitespace.
 """
 
 from __future__ import annotations
@@ -19,30 +27,58 @@ from typing import Any
 from .accuracy import last_boxed
 from .base import Objective, register_objective
 
-__all__ = ["Clarity", "count_step_markers", "STEP_MARKER"]
+__all__ = ["Clarity", "ORDINAL_WORDS", "count_step_markers", "step_markers"]
 
-STEP_MARKER = re.compile(
-    r"(?:^|(?<=[.!?:])[ \t]+)[ \t]*(?:first|second|third|fourth|fifth|next|then|finally|lastly)\b"
-    r"|^[ \t]*(?:step[ \t]*\d+[ \t]*[:.)]|\(?\d+[.)](?!\d)|\(\d+\))"
-    r"|^[ \t]*[-*][ \t]+(?=[^\s\d-])",
-    re.IGNORECASE | re.MULTILINE,
+ORDINAL_WORDS = ("first", "second", "third", "fourth", "fifth", "next", "then", "finally", "lastly")
+
+_LINE_START = r"(?:^|(?<=\n))[ \t]*(?:[#>]+[ \t]*)?(?:\*\*|__)?"  # indentation, heading/quote marks, bold
+_ORDINAL = re.compile(
+    rf"(?:{_LINE_START}|(?<=[.!?:])[ \t]+(?:\*\*)?)(?P<word>{'|'.join(ORDINAL_WORDS)})\b(?![-'])",
+    re.IGNORECASE,
 )
+_ENUMERATOR = re.compile(
+    rf"{_LINE_START}(?:step[ \t]*(?P<step>\d{{1,3}})(?![\d.,]?\d)|(?P<num>\d{{1,3}})[.)](?!\d)|"
+    r"\((?P<paren>\d{1,3})\))",
+    re.IGNORECASE,
+)
+_BULLET = re.compile(r"(?:^|(?<=\n))[ \t]*[-*\u2022][ \t]+(?=[^\s\d\-=+*])")
+
+
+def step_markers(text: str) -> set[str]:
+    """The distinct step markers of ``text`` (keys as described in the module docstring).
+
+    >>> sorted(step_markers("First, add.\\nThen subtract.\\n2) check\\n- done"))
+    ['#2', 'first', 'item@36', 'then']
+    """
+    keys: set[str] = set()
+    for m in _ORDINAL.finditer(text):
+        keys.add(m.group("word").lower())
+    for m in _ENUMERATOR.finditer(text):
+        keys.add("#" + str(int(m.group("step") or m.group("num") or m.group("paren"))))
+    for m in _BULLET.finditer(text):
+        keys.add(f"item@{m.start()}")
+    return keys
 
 
 def count_step_markers(text: str) -> int:
-    """Number of step markers in ``text``.
+    """Number of distinct step markers in ``text``.
 
     >>> count_step_markers("First, add.\\nThen subtract. 5 - 3 = 2")
     2
+    >>> count_step_markers("if x > 0 then y = 1.5 - x")
+    0
     """
-    return len(STEP_MARKER.findall(text))
+    return len(step_markers(text))
 
 
 @register_objective("clarity")
 class Clarity(Objective):
-    r"""1.0 for a non-empty ``\boxed{}`` plus >= ``min_steps`` step markers, else 0.0.
+    r"""1.0 for a non-empty ``\boxed{}`` answer plus at least ``min_steps`` distinct step markers, else 0.0.
 
-    >>> Clarity()(["First, 2+3=5.\nThen 5-1=4.\n\\boxed{4}", "\\boxed{4}", "1. a\n2. b\n\\boxed{}"])
+    Parameters:
+        min_steps: markers required (the papers use 2).
+
+    >>> Clarity()(["First, 2+3=5.\nThen 5-1=4.\n\\boxed{4}", "\\boxed{4}", "1. a\n2. b\n\\boxed{ }"])
     [1.0, 0.0, 0.0]
     """
 
@@ -51,11 +87,11 @@ class Clarity(Objective):
 
     def __init__(self, min_steps: int = 2):
         super().__init__()
-        if min_steps < 1:
-            raise ValueError(f"min_steps must be >= 1, but got {min_steps}")
+        if isinstance(min_steps, bool) or int(min_steps) != min_steps or min_steps < 1:
+            raise ValueError(f"min_steps must be a positive integer, but got {min_steps!r}")
         self.min_steps = int(min_steps)
 
-    def score(self, texts: list[str], **columns: Any) -> list[float | None]:
+    def score(self, texts: list[str], **kwargs: Any) -> list[float | None]:
         return [float(bool(last_boxed(t)) and count_step_markers(t) >= self.min_steps) for t in texts]
 
     def __repr__(self) -> str:
