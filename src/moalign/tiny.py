@@ -72,6 +72,7 @@ def char_tokenizer():
     )
     tok.chat_template = CHAT_TEMPLATE
     tok.padding_side = "left"
+    tok.init_kwargs["padding_side"] = "left"  # transformers 5 saves init_kwargs, not the attribute
     return tok
 
 

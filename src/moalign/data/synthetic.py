@@ -1,0 +1,352 @@
+"""The synthetic arithmetic task of ``moalign demo``: short chained sums whose solutions trade objectives off.
+
+A problem is a chain of 3-4 small positive integers joined by ``+`` and ``-`` (the running result never goes
+below zero), asked as ``"12+7-4=?"``. Prompts are terse on purpose: the demo model reads one character per token on
+two CPU cores, so every character costs training time.
+
+Reference solutions come in three styles, written so that the three demo objectives (accuracy, conciseness, clarity;
+see :mod:`moalign.objectives`) disagree about which one is best:
+
+=========  ==========================================================  ========  ==========  =======
+style      example (``12+7-4=?``)                                       clarity   length      wrong
+=========  ==========================================================  ========  ==========  =======
+steps      ``First, 12+7=19.\\nThen, 19-4=15.\\n\\boxed{15}``               1         ~41 chars   5 %
+direct     ``\\boxed{15}``                                                 0         ~10 chars   35 %
+verbose    ``12 plus 7 is 19, minus 4 is 15, so \\boxed{15}``              0         ~45 chars   20 %
+=========  ==========================================================  ========  ==========  =======
+
+``steps`` is clear, long and the most accurate; ``direct`` is short and the least accurate; ``verbose`` is long and
+unclear (dominated: a good policy learns to drop it). The default warm-start mixture is 30 % steps, 40 % direct,
+30 % verbose (:attr:`SyntheticConfig.style_mix`). The "wrong" column is the default share of warm-start examples
+of that style whose final answer is wrong (:attr:`SyntheticConfig.wrong_share`), so accuracy trades against
+conciseness by construction; a tiny model also finds the one-shot ``direct`` sum harder than a chain of two-operand
+sums, which widens the gap. A wrong solution contains one arithmetic slip (a result off by 1 or 2) carried through
+the remaining steps, as a careless solver would.
+
+Every final answer sits in ``\\boxed{}``, so the math objectives apply unchanged. See ``docs/demo_task.md`` for the
+calibration of the warm start on this task.
+
+>>> ds = load_synthetic(seed=0, n_train=4, n_val=2, n_test=2)
+>>> sorted(ds), ds["train"].column_names
+(['test', 'train', 'val'], ['prompt', 'answer', 'problem', 'solution', 'n_operands'])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..objectives.clarity import count_step_markers
+
+__all__ = [
+    "DIFFICULTIES",
+    "STYLES",
+    "SyntheticConfig",
+    "classify_style",
+    "count_step_markers",
+    "generate_problem",
+    "load_synthetic",
+    "render_solution",
+    "sft_examples",
+]
+
+STYLES = ("steps", "direct", "verbose")
+
+# difficulty -> (min_operands, max_operands, max_first_operand, max_operand)
+DIFFICULTIES: dict[int, tuple[int, int, int, int]] = {
+    1: (3, 3, 9, 9),
+    2: (3, 4, 19, 9),
+    3: (3, 4, 19, 19),
+    4: (3, 4, 99, 99),
+}
+
+_BOXED_ONLY = re.compile(r"\s*\\boxed\{[^{}]*\}\s*")
+
+_STEP_WORDS = ("First", "Then", "Next")  # the 1st, 2nd and later lines of a `steps` solution
+_OP_WORDS = {"+": "plus", "-": "minus"}
+
+
+@dataclass
+class SyntheticConfig:
+    """Everything that determines the synthetic task; equal configs give identical data.
+
+    ``min_operands``, ``max_operands``, ``max_first_operand`` and ``max_operand`` default to the values of
+    ``difficulty`` (:data:`DIFFICULTIES`); set any of them to override that preset.
+    """
+
+    seed: int = 0
+    """Seed of the problem stream (the splits and, with :func:`sft_examples`'s own seed, the warm-start data)."""
+    n_train: int = 2000
+    """Problems in the train split (the RL prompts)."""
+    n_val: int = 200
+    """Problems in the val split (periodic evaluation, warm-start calibration)."""
+    n_test: int = 200
+    """Problems in the test split."""
+    difficulty: int = 2
+    """Operand preset, 1 (``a+b-c``, all <= 9) to 4 (3-4 operands <= 99); see :data:`DIFFICULTIES`."""
+    min_operands: int | None = None
+    """Fewest numbers in a problem (>= 2). None: from ``difficulty``."""
+    max_operands: int | None = None
+    """Most numbers in a problem. None: from ``difficulty``."""
+    max_first_operand: int | None = None
+    """Largest first number. None: from ``difficulty``."""
+    max_operand: int | None = None
+    """Largest later number. None: from ``difficulty``."""
+    prompt_template: str = "{expr}=?"
+    """User message; ``{expr}`` is replaced by the expression, e.g. ``"Compute {expr}."``."""
+    style_mix: dict[str, float] = field(default_factory=lambda: {"steps": 0.3, "direct": 0.4, "verbose": 0.3})
+    """Share of each solution style in :func:`sft_examples` (normalised to sum to 1)."""
+    wrong_share: dict[str, float] = field(default_factory=lambda: {"steps": 0.05, "direct": 0.35, "verbose": 0.2})
+    """Share of :func:`sft_examples` of each style whose final answer is wrong."""
+
+    def __post_init__(self) -> None:
+        if self.difficulty not in DIFFICULTIES:
+            raise ValueError(f"difficulty must be one of {sorted(DIFFICULTIES)}, but got {self.difficulty!r}")
+        for name in ("n_train", "n_val", "n_test"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be non-negative, but got {getattr(self, name)}")
+        lo, hi, first, rest = self.operand_ranges()
+        if lo < 2 or hi < lo:
+            raise ValueError(
+                f"need 2 <= min_operands <= max_operands, but got min_operands={lo}, max_operands={hi}"
+            )
+        if first < 1 or rest < 1:
+            raise ValueError(f"max_first_operand and max_operand must be >= 1, but got {first} and {rest}")
+        if "{expr}" not in self.prompt_template:
+            raise ValueError(f"prompt_template must contain '{{expr}}', but got {self.prompt_template!r}")
+        for name in ("style_mix", "wrong_share"):
+            table = getattr(self, name)
+            unknown = set(table) - set(STYLES)
+            if unknown:
+                raise ValueError(f"{name} has unknown styles {sorted(unknown)}; valid styles: {', '.join(STYLES)}")
+            upper = 1.0 if name == "wrong_share" else float("inf")
+            bad = {k: v for k, v in table.items() if not 0.0 <= float(v) <= upper}
+            if bad:
+                bounds = "in [0, 1]" if name == "wrong_share" else ">= 0"
+                raise ValueError(f"{name} values must be {bounds}, but got {bad}")
+        if sum(self.style_mix.values()) <= 0:
+            raise ValueError(f"style_mix must give some style a positive share, but got {self.style_mix}")
+
+    def operand_ranges(self) -> tuple[int, int, int, int]:
+        """``(min_operands, max_operands, max_first_operand, max_operand)`` after applying the overrides."""
+        preset = DIFFICULTIES[self.difficulty]
+        explicit = (self.min_operands, self.max_operands, self.max_first_operand, self.max_operand)
+        return tuple(p if e is None else int(e) for p, e in zip(preset, explicit))  # type: ignore[return-value]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SyntheticConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` naming the valid ones."""
+        return _make_config(**data)
+
+
+# ----------------------------------------------------------------------------------------------------------- problems
+
+
+def generate_problem(rng: random.Random, cfg: SyntheticConfig) -> dict[str, Any]:
+    """Draw one problem.
+
+    Returns a dict with ``problem`` (the user message), ``expr`` (e.g. ``"12+7-4"``), ``operands``, ``ops``,
+    ``values`` (running results after each operation), ``answer`` (``str`` of the last value), ``n_operands`` and
+    ``solution`` (the correct ``steps`` solution).
+    """
+    lo, hi, max_first, max_rest = cfg.operand_ranges()
+    k = rng.randint(lo, hi)
+    operands = [rng.randint(1, max_first)]
+    ops: list[str] = []
+    values: list[int] = []
+    running = operands[0]
+    for _ in range(k - 1):
+        op = rng.choice("+-")
+        if op == "-" and running < 1:
+            op = "+"
+        b = rng.randint(1, max_rest if op == "+" else min(max_rest, running))
+        running = running + b if op == "+" else running - b
+        operands.append(b)
+        ops.append(op)
+        values.append(running)
+    expr = str(operands[0]) + "".join(f"{op}{b}" for op, b in zip(ops, operands[1:]))
+    prob = {
+        "problem": cfg.prompt_template.format(expr=expr),
+        "expr": expr,
+        "operands": operands,
+        "ops": ops,
+        "values": values,
+        "answer": str(values[-1]),
+        "n_operands": k,
+    }
+    prob["solution"] = render_solution(prob, "steps")
+    return prob
+
+
+def render_solution(prob: dict[str, Any], style: str, slip: tuple[int, int] | None = None) -> str:
+    """Write ``prob``'s solution in ``style`` (one of :data:`STYLES`).
+
+    ``slip=(i, delta)`` makes the result of operation ``i`` off by ``delta`` and carries the error through the later
+    operations (so the final answer is off by ``delta`` too).
+    """
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {', '.join(STYLES)}, but got {style!r}")
+    values = list(prob["values"])
+    if slip is not None:
+        i, delta = slip
+        values = values[:i] + [v + delta for v in values[i:]]
+    lefts = [prob["operands"][0], *values[:-1]]
+    boxed = f"\\boxed{{{values[-1]}}}"
+    if style == "direct":
+        return boxed
+    if style == "steps":
+        lines = [
+            f"{_STEP_WORDS[min(i, 2)]}, {a}{op}{b}={v}."
+            for i, (a, op, b, v) in enumerate(zip(lefts, prob["ops"], prob["operands"][1:], values))
+        ]
+        return "\n".join([*lines, boxed])
+    parts = [f"{prob['operands'][0]} {_OP_WORDS[prob['ops'][0]]} {prob['operands'][1]} is {values[0]}"]
+    parts += [f"{_OP_WORDS[op]} {b} is {v}" for op, b, v in zip(prob["ops"][1:], prob["operands"][2:], values[1:])]
+    return ", ".join(parts) + f", so {boxed}"
+
+
+def _draw_slip(rng: random.Random, prob: dict[str, Any]) -> tuple[int, int]:
+    """A random arithmetic slip (operation index, delta in ±1, ±2) that keeps every running value non-negative."""
+    values = prob["values"]
+    i = rng.randrange(len(values))
+    deltas = [d for d in (-2, -1, 1, 2) if min(values[i:]) + d >= 0]
+    return i, rng.choice(deltas)
+
+
+def _unique_problems(rng: random.Random, cfg: SyntheticConfig, n: int, exclude: set[str], what: str) -> list[dict]:
+    out: list[dict] = []
+    misses = 0  # consecutive draws of an already-used problem
+    while len(out) < n:
+        prob = generate_problem(rng, cfg)
+        if prob["problem"] in exclude:
+            misses += 1
+            if misses > 20_000:  # the problem space is (nearly) exhausted
+                raise ValueError(
+                    f"could only draw {len(out)} of the {n} distinct {what} problems at difficulty={cfg.difficulty} "
+                    f"(operand ranges {cfg.operand_ranges()}); lower n_train/n_val/n_test or raise the difficulty"
+                )
+            continue
+        misses = 0
+        exclude.add(prob["problem"])
+        out.append(prob)
+    return out
+
+
+def _split_problems(cfg: SyntheticConfig) -> dict[str, list[dict]]:
+    """Test, then val, then train problems from one stream: distinct across and within splits, and a split does not
+    change when a later one grows."""
+    rng = random.Random(f"moalign-synthetic-splits-{cfg.seed}")
+    seen: set[str] = set()
+    out = {}
+    for split, n in (("test", cfg.n_test), ("val", cfg.n_val), ("train", cfg.n_train)):
+        out[split] = _unique_problems(rng, cfg, n, seen, split)
+    return out
+
+
+def load_synthetic(
+    seed: int = 0,
+    n_train: int = 2000,
+    n_val: int = 200,
+    n_test: int = 200,
+    difficulty: int = 2,
+    **kwargs: Any,
+):
+    """The synthetic task as a ``datasets.DatasetDict`` with splits ``train``/``val``/``test``.
+
+    Columns: ``prompt`` (``[{"role": "user", "content": problem}]``), ``answer`` (str), ``problem``, ``solution``
+    (a correct ``steps`` solution) and ``n_operands``. ``kwargs`` are other :class:`SyntheticConfig` fields.
+    Deterministic from the config; no problem text appears twice, within or across splits.
+    """
+    from datasets import Dataset, DatasetDict
+
+    cfg = _make_config(seed=seed, n_train=n_train, n_val=n_val, n_test=n_test, difficulty=difficulty, **kwargs)
+    splits = _split_problems(cfg)
+    out = {}
+    for split in ("train", "val", "test"):
+        rows = splits[split]
+        out[split] = Dataset.from_dict(
+            {
+                "prompt": [[{"role": "user", "content": p["problem"]}] for p in rows],
+                "answer": [p["answer"] for p in rows],
+                "problem": [p["problem"] for p in rows],
+                "solution": [p["solution"] for p in rows],
+                "n_operands": [p["n_operands"] for p in rows],
+            }
+        )
+    return DatasetDict(out)
+
+
+def _make_config(**kwargs: Any) -> SyntheticConfig:
+    valid = {f.name for f in dataclasses.fields(SyntheticConfig)}
+    unknown = set(kwargs) - valid
+    if unknown:
+        raise ValueError(f"unknown synthetic-task options {sorted(unknown)}; valid: {', '.join(sorted(valid))}")
+    return SyntheticConfig(**kwargs)
+
+
+def _allocate(n: int, shares: dict[str, float]) -> dict[str, int]:
+    """Split ``n`` into integer counts proportional to ``shares`` (largest remainder), so shares are exact to 1/n."""
+    total = sum(shares.values())
+    raw = {k: n * v / total for k, v in shares.items()}
+    counts = {k: int(x) for k, x in raw.items()}
+    for k in sorted(raw, key=lambda k: (counts[k] - raw[k], k))[: n - sum(counts.values())]:
+        counts[k] += 1
+    return counts
+
+
+def sft_examples(cfg: SyntheticConfig | None = None, n: int = 4096, seed: int = 0) -> list[dict[str, Any]]:
+    """Warm-start examples in TRL's conversational prompt-completion format.
+
+    Each is ``{"prompt": [{"role": "user", ...}], "completion": [{"role": "assistant", ...}]}``. Styles follow
+    ``cfg.style_mix`` and, within a style, wrong final answers ``cfg.wrong_share`` — both exactly (up to rounding
+    to whole examples), in shuffled order. Problems are drawn afresh from ``seed`` (repeats allowed) but never
+    coincide with a ``val`` or ``test`` problem of ``cfg``, so calibration on ``val`` measures generalisation.
+    """
+    cfg = cfg or SyntheticConfig()
+    held_out = {p["problem"] for split in ("val", "test") for p in _split_problems(
+        dataclasses.replace(cfg, n_train=0))[split]}
+    rng = random.Random(f"moalign-synthetic-sft-{cfg.seed}-{seed}")
+    labels: list[tuple[str, bool]] = []
+    for style, count in _allocate(n, {s: cfg.style_mix.get(s, 0.0) for s in STYLES}).items():
+        n_wrong = round(count * cfg.wrong_share.get(style, 0.0))
+        labels += [(style, True)] * n_wrong + [(style, False)] * (count - n_wrong)
+    rng.shuffle(labels)
+    out = []
+    while len(out) < n:
+        prob = generate_problem(rng, cfg)
+        if prob["problem"] in held_out:
+            continue
+        style, wrong = labels[len(out)]
+        text = render_solution(prob, style, _draw_slip(rng, prob) if wrong else None)
+        out.append(
+            {
+                "prompt": [{"role": "user", "content": prob["problem"]}],
+                "completion": [{"role": "assistant", "content": text}],
+            }
+        )
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------ style checks
+
+
+def classify_style(text: str) -> str:
+    """``"steps"`` if ``text`` has a step marker, else ``"direct"`` if it is only a ``\\boxed{}``, else ``"verbose"``.
+
+    Markers are those the clarity objective counts (:func:`moalign.objectives.clarity.count_step_markers`,
+    re-exported here).
+
+    >>> [classify_style(t) for t in ("First, 1+2=3.", "\\\\boxed{3}", "1 plus 2 is 3, so \\\\boxed{3}")]
+    ['steps', 'direct', 'verbose']
+    """
+    if count_step_markers(text) > 0:
+        return "steps"
+    if _BOXED_ONLY.fullmatch(text):
+        return "direct"
+    return "verbose"
