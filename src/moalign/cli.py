@@ -187,11 +187,13 @@ def report_command(
 
 
 @app.command("warmstart")
-def warmstart_command() -> None:
-    """SFT warm start of the tiny model on the synthetic task (cached; the demo runs it for you)."""
+def warmstart_command(
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Train it again instead of using the shipped one.")] = False,
+) -> None:
+    """SFT warm start of the tiny model on the synthetic task (shipped and cached; the demo uses it)."""
     from .warmstart import warm_start
 
-    path = warm_start(progress=True)
+    path = warm_start(progress=True, rebuild=rebuild)
     console.print(f"[green]warm-start model:[/] {path}")
     console.print(f"  calibration: {path / 'warmstart.json'}")
 

@@ -47,6 +47,7 @@ CACHE_VERSION = 1
 """Bumped whenever the code changes what a given config trains; part of the cache key."""
 
 META_FILE = "warmstart.json"
+SHIPPED = Path(__file__).parent / "assets" / "warmstart"
 
 DEFAULT_MODEL: dict[str, Any] = {
     "hidden_size": 128,
@@ -132,7 +133,10 @@ def default_cache_dir() -> Path:
 
 
 def warm_start(
-    cfg: WarmStartConfig | None = None, cache_dir: str | os.PathLike | None = None, progress: bool = True
+    cfg: WarmStartConfig | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    rebuild: bool = False,
 ) -> Path:
     """Return the directory of the warm-start model for ``cfg``, training it first if it is not cached.
 
@@ -140,6 +144,9 @@ def warm_start(
         cfg: the warm-start config (default: :class:`WarmStartConfig`'s defaults, the ``moalign demo`` model).
         cache_dir: directory holding the ``<hash>/`` model directories (default: :func:`default_cache_dir`).
         progress: show the trainer's progress bar and log lines.
+        rebuild: train into the cache even when the package ships this config's checkpoint
+            (``src/moalign/assets/warmstart/<hash>/``, made by ``moalign warmstart --rebuild`` with the default
+            config; SFT is deterministic on CPU, so a rebuild reproduces it).
 
     Returns:
         ``<cache_dir>/<cfg.cache_key()>``, loadable with ``AutoModelForCausalLM.from_pretrained`` and
@@ -150,6 +157,9 @@ def warm_start(
     final = root / cfg.cache_key()
     if (final / META_FILE).is_file():
         return final
+    shipped = SHIPPED / cfg.cache_key()
+    if cache_dir is None and not rebuild and (shipped / META_FILE).is_file():
+        return shipped  # the checkpoint `moalign warmstart --rebuild` reproduces, shipped with the package
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=root))
     try:
