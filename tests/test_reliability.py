@@ -262,9 +262,6 @@ def test_missing_config_file_is_a_clear_error(tmp_path, no_model_load):
     assert result.exit_code == 2 and "does not exist" in " ".join(result.output.split()) and no_model_load == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG src/moalign/config.py:122 load_config: yaml.safe_load's YAMLError is not "
-                   "caught, so `moalign train` on malformed YAML dies with a traceback (exit 1), not a message naming "
-                   "the file (exit 2)")
 def test_malformed_yaml_is_a_clear_error(tmp_path, no_model_load):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("model: tiny\nstrategy: [fixed\n")
@@ -272,9 +269,6 @@ def test_malformed_yaml_is_a_clear_error(tmp_path, no_model_load):
     assert result.exit_code == 2 and "c.yaml" in result.output, (result.exit_code, result.output)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG src/moalign/config.py:153 load_config passes YAML values to the "
-                   "dataclasses unchecked: `learning_rate: abc` is accepted, the model is loaded and training "
-                   "starts, then torch raises TypeError in Adam.__init__ (exit 1)")
 def test_wrongly_typed_value_is_rejected_before_loading_a_model(tmp_path, no_model_load):
     cfg = write_config(tmp_path / "c.yaml", tmp_path / "run", learning_rate="abc")
     result = runner.invoke(app, ["train", str(cfg)])
@@ -282,17 +276,11 @@ def test_wrongly_typed_value_is_rejected_before_loading_a_model(tmp_path, no_mod
     assert no_model_load == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG src/moalign/trainer.py:128 _check_moalign_fields: `objectives: accuracy` "
-                   "(a string, not a list) is iterated per character and reported as \"objectives has duplicates: "
-                   "accuracy\" (or as unknown names 'c', 'l', ...), which does not say that a list is expected")
 def test_objectives_given_as_a_string_says_a_list_is_expected(tmp_path):
     with pytest.raises(ValueError, match=r"objectives must be a list"):
         _args(tmp_path, objectives="accuracy")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG src/moalign/trainer.py:133 _check_moalign_fields skips names containing "
-                   "':' or '.', so a mistyped 'module:callable' objective is only found by build_objective in "
-                   "MOGRPOTrainer.__init__, after `moalign train` has loaded the model (train.py)")
 def test_unimportable_objective_path_is_rejected_before_loading_a_model(tmp_path, no_model_load):
     cfg = write_config(tmp_path / "c.yaml", tmp_path / "run", objectives=["accuracy", "conciseness",
                                                                                "no_such_module:reward"])
@@ -301,9 +289,6 @@ def test_unimportable_objective_path_is_rejected_before_loading_a_model(tmp_path
     assert no_model_load == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG src/moalign/trainer.py:316: a strategy that needs validation points "
-                   "(hypervolume, point_source: validation) with `dataset_eval_split: null` is only rejected in "
-                   "MOGRPOTrainer.__init__, after `moalign train` has loaded the model; load_config could reject it")
 def test_validation_strategy_without_eval_split_is_rejected_before_loading_a_model(tmp_path, no_model_load):
     cfg = write_config(tmp_path / "c.yaml", tmp_path / "run", strategy="hypervolume", dataset_eval_split=None,
                        mo_eval_steps=0)
@@ -407,10 +392,6 @@ def test_unscorable_batch_skips_strategy_and_zeroes_advantages(tmp_path, caplog,
     assert len(_records(caplog, r"no completion could be scored; the strategy skips its update")) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="BUG src/moalign/trainer.py _GuardedObjective.__call__ (line ~187): the "
-                   "ValueError that Objective/FunctionObjective.__call__ (objectives/base.py:150, :203) raise for a "
-                   "wrong number of scores is caught like a per-sample fault, every completion is retried alone and "
-                   "left unscored, and training goes on with a warning each step instead of stopping with the error")
 def test_objective_returning_wrong_number_of_scores_is_a_clear_error(tmp_path):
     model, tok = tiny_model_and_tokenizer(seed=0, num_hidden_layers=2)
     args = _args(tmp_path, objectives=["accuracy", "_rel_short"], max_steps=1)
@@ -420,21 +401,6 @@ def test_objective_returning_wrong_number_of_scores_is_a_clear_error(tmp_path):
     assert not (Path(trainer.run_dir) / "steps.jsonl").exists()
 
 
-def test_wrong_number_of_scores_is_at_least_named_in_the_warning(tmp_path, caplog):
-    """What the user sees today (see the xfail above): the objective is unscored and the warning names the count."""
-    model, tok = tiny_model_and_tokenizer(seed=0, num_hidden_layers=2)
-    args = _args(tmp_path, objectives=["accuracy", "_rel_short"], max_steps=1)
-    trainer = MOGRPOTrainer(model=model, args=args, train_dataset=_dataset(), processing_class=tok)
-    with caplog.at_level(logging.WARNING, logger="moalign"):
-        trainer.train()
-    assert _records(caplog, r"objective '_rel_short' left 8 of 8 completions unscored .*7 scores for 8 completions")
-
-
-@pytest.mark.xfail(strict=True, reason="BUG src/moalign/trainer.py:268 MOGRPOTrainer.__init__ does not check that "
-                   "objective names are unique: two different user functions both named `reward` (config entries "
-                   "'_reliability_helpers:reward' and '_reliability_helpers:Other.reward') become two objectives named "
-                   "'reward', and every {name: value} record (steps.jsonl weights/rewards/covariance/unscored, "
-                   "moalign_state.json objectives) silently keeps only one of them")
 def test_two_objectives_with_the_same_name_are_rejected(tmp_path):
     model, tok = tiny_model_and_tokenizer(seed=0, num_hidden_layers=2)
     args = _args(tmp_path, objectives=["accuracy", "_reliability_helpers:reward", "_reliability_helpers:Other.reward"])
@@ -560,10 +526,6 @@ def test_weights_stay_finite_and_on_simplex_under_random_faults(name, params):
         json.dumps(s.state_dict(), allow_nan=False)  # the state stays writable to moalign_state.json, NaN-free
 
 
-@pytest.mark.xfail(strict=True, reason="BUG src/moalign/weighting/hypervolume.py _observe (line ~190) stores a "
-                   "non-finite ΔHV (inf when the hypervolume of huge but finite points overflows, e.g. train_batch "
-                   "points from an objective scored ~1e200) in its state; moalign_state.json writes it as null "
-                   "(rundir.to_jsonable) and load_state_dict (line ~212, float(None)) then raises TypeError on resume")
 def test_hypervolume_state_survives_an_overflowing_hypervolume():
     s = weighting.build("hypervolume", 3, NAMES, point_source="train_batch", ref_point=[0, 0, 0])
     with np.errstate(all="ignore"):
@@ -597,10 +559,6 @@ def test_nan_gram_during_training_keeps_weights_and_training_goes_on(tmp_path, m
     assert any(not torch.equal(p, params_before[n]) for n, p in trainer.model.named_parameters())
 
 
-@pytest.mark.xfail(strict=True, reason="GAP src/moalign/trainer.py:_weigh/_log_step: when a strategy skips its update "
-                   "on a non-finite Gram, the only trace is strategy.skipped = 1 in steps.jsonl; nothing says why "
-                   "(no warning naming the non-finite Gram matrix), although the issue asks that the skip be logged "
-                   "with its reason")
 def test_nan_gram_during_training_is_explained_in_a_warning(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(GramProbe, "gram", lambda self: torch.full((3, 3), float("nan"), dtype=torch.float64))
     trainer = _trainer(tmp_path, strategy="gradient", max_steps=1)
@@ -727,11 +685,6 @@ def _train_in(run: Path, tmp_path, *flags, resume=None, **overrides):
     return train(*load_config(cfg, list(flags)), resume_from_checkpoint=resume)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG src/moalign/train.py:101 uses transformers' get_last_checkpoint, which "
-                   "picks the highest checkpoint-N even when the run was killed while saving it (no "
-                   "moalign_state.json, which moalign writes last): `resume_from_checkpoint: true` then fails with "
-                   "'moalign_state.json is missing' instead of resuming from the last complete checkpoint, and the "
-                   "message does not name that checkpoint (checkpoint-2)")
 def test_resume_true_after_kill_during_checkpoint_save(finished_run, tmp_path):
     run = _copy_run(finished_run, tmp_path)
     partial = run / "checkpoints" / "checkpoint-4"
@@ -745,11 +698,6 @@ def test_resume_true_after_kill_during_checkpoint_save(finished_run, tmp_path):
         assert [s["step"] for s in read_jsonl(run / "steps.jsonl")] == [1, 2, 3]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG src/moalign/trainer.py:732 _MOCallback.on_train_begin only repairs "
-                   "steps.jsonl/evals.jsonl on resume: a new run started (without resume) in the run_dir of a "
-                   "killed run appends to the old files, so step numbers repeat and a torn last line from the "
-                   "kill is glued to the new first line, which makes read_jsonl (and `moalign report`) fail with "
-                   "'the file is corrupt'")
 def test_new_run_in_a_killed_runs_directory_does_not_mix_logs(finished_run, tmp_path):
     run = _copy_run(finished_run, tmp_path)
     with open(run / "steps.jsonl", "a") as f:
@@ -837,9 +785,6 @@ def test_truncate_keeps_the_old_file_when_the_rename_fails(tmp_path, monkeypatch
     assert path.read_bytes() == old
 
 
-@pytest.mark.xfail(strict=True, reason="BUG src/moalign/rundir.py:114-120 truncate_jsonl has no cleanup (unlike "
-                   "atomic_write_json): when writing or renaming the temporary file fails, '.steps.jsonl.*.tmp' is "
-                   "left in the run directory")
 def test_truncate_leaves_no_temporary_file_when_the_rename_fails(tmp_path, monkeypatch):
     path = tmp_path / "steps.jsonl"
     append_jsonl(path, {"step": 1})
@@ -876,11 +821,7 @@ STATE_CASES = [
     ("format_version", r"has format_version 99, expected 1"),
     ("no_strategy", r"lacks \['strategy'\]; it was not written by this version of moalign"),
 ]
-NON_OBJECT_BUG = pytest.mark.xfail(strict=True, reason="BUG src/moalign/rundir.py:139 read_state_file assumes the JSON "
-                                   "is an object: a state file holding an array of objects, `null` or a number "
-                                   "raises TypeError (\"unhashable type: 'dict'\", \"'NoneType' object is not "
-                                   "iterable\") instead of a ValueError naming the file")
-STATE_CASES += [pytest.param(case, r"moalign_state\.json", marks=NON_OBJECT_BUG) for case in ("list", "null", "number")]
+STATE_CASES += [(case, r"moalign_state\.json") for case in ("list", "null", "number")]
 
 
 @pytest.mark.parametrize(("case", "message"), STATE_CASES)

@@ -101,6 +101,28 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _check_types(raw: dict[str, Any], cls, keys: set[str]) -> None:
+    """Reject values of the wrong kind for numeric and boolean fields, naming the field, before anything loads."""
+    defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.init}
+    for key in sorted(keys & set(raw)):
+        value, default = raw[key], defaults.get(key)
+        if value is None or default is None or default is dataclasses.MISSING:
+            continue
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+            kind = "true or false"
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+            kind = "an integer"
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            kind = "a number"
+        else:
+            continue
+        if not ok:
+            raise ValueError(f"{key} must be {kind}, but got {value!r}")
+
+
 def _field_names(cls) -> set[str]:
     return {f.name for f in dataclasses.fields(cls) if f.init}
 
@@ -119,7 +141,10 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
         p = Path(path)
         if not p.exists():
             raise FileNotFoundError(f"config file {p} does not exist")
-        loaded = yaml.safe_load(p.read_text()) or {}
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{p} is not valid YAML: {exc}") from exc
         if not isinstance(loaded, dict):
             raise ValueError(f"{p} must hold a YAML mapping of settings, but holds a {type(loaded).__name__}")
         raw = _coerce_numbers(loaded)
@@ -147,12 +172,23 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
         )
     data_args = DataArguments(**{k: v for k, v in raw.items() if k in data_keys})
     model_args = ModelConfig(**{k: v for k, v in raw.items() if k in model_keys and k not in train_keys})
+    _check_types(raw, MOGRPOConfig, train_keys)
     train_kwargs = {k: v for k, v in raw.items() if k in train_keys}
     train_kwargs.setdefault("output_dir", "runs/moalign")
     try:
         train_args = MOGRPOConfig(**train_kwargs)
     except TypeError as exc:
         raise ValueError(f"invalid config: {exc}") from exc
+    from . import weighting
+
+    needs = getattr(weighting.build(train_args.strategy, len(train_args.objectives), list(train_args.objectives),
+                                    **train_args.strategy_params), "needs", ())
+    if "validation" in needs and not data_args.dataset_eval_split:
+        raise ValueError(
+            f"strategy {train_args.strategy!r} takes its Pareto points from greedy evaluations of an eval_dataset, "
+            "but dataset_eval_split is null; set dataset_eval_split (e.g. val) or strategy_params.point_source: "
+            "train_batch"
+        )
     if not model_args.model_name_or_path:
         raise ValueError("config has no model: set `model: tiny` (built-in test model) or a Hub id / local path")
     return data_args, model_args, train_args

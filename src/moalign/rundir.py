@@ -112,12 +112,17 @@ def truncate_jsonl(path: str | os.PathLike, max_step: int | None = None) -> int:
         return 0
     records = [r for r in _iter_jsonl(path) if max_step is None or int(r.get("step", 0)) <= max_step]
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        for r in records:
-            f.write(json.dumps(r, allow_nan=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            for r in records:
+                f.write(json.dumps(r, allow_nan=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
     return len(records)
 
 
@@ -136,12 +141,32 @@ def read_state_file(checkpoint_dir: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(
             f"{path} is corrupt ({exc}); resume from an earlier checkpoint in {Path(checkpoint_dir).parent}"
         ) from exc
+    if not isinstance(state, dict):
+        raise ValueError(
+            f"{path} holds a JSON {type(state).__name__}, not an object; it is corrupt or not a moalign state file. "
+            f"Resume from an earlier checkpoint in {Path(checkpoint_dir).parent}"
+        )
     missing = {"format_version", "strategy", "objectives"} - set(state)
     if missing:
         raise ValueError(f"{path} lacks {sorted(missing)}; it was not written by this version of moalign")
     if state["format_version"] != STATE_FORMAT_VERSION:
         raise ValueError(f"{path} has format_version {state['format_version']}, expected {STATE_FORMAT_VERSION}")
     return state
+
+
+def set_aside_old_logs(run_dir: str | os.PathLike, names: tuple[str, ...] = ("steps.jsonl", "evals.jsonl")) -> list[Path]:
+    """Rename run files left by an earlier (e.g. killed) run so a new run neither mixes nor loses them."""
+    import time
+
+    moved = []
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for name in names:
+        path = Path(run_dir) / name
+        if path.exists():
+            target = path.with_name(f"{name}.{stamp}.old")
+            os.replace(path, target)
+            moved.append(target)
+    return moved
 
 
 def package_versions() -> dict[str, str]:

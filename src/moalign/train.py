@@ -65,10 +65,29 @@ def build_datasets(data_args: DataArguments, seed: int = 42):
     return train_ds, eval_ds
 
 
+def last_complete_checkpoint(output_dir: str | Path) -> str | None:
+    """The highest ``checkpoint-N`` that has ``moalign_state.json`` (written last, so a checkpoint killed while
+    saving is skipped)."""
+    from .rundir import STATE_FILE
+
+    root = Path(output_dir)
+    if not root.is_dir():
+        return None
+    done = [p for p in root.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and (p / STATE_FILE).is_file()]
+    if not done:
+        return None
+    best = max(done, key=lambda p: int(p.name.split("-")[-1]))
+    skipped = [p.name for p in root.glob("checkpoint-*") if p not in done and p.name.split("-")[-1].isdigit()
+               and int(p.name.split("-")[-1]) > int(best.name.split("-")[-1])]
+    if skipped:
+        logger.warning("skipping incomplete checkpoint(s) %s (no moalign_state.json); resuming from %s",
+                       ", ".join(sorted(skipped)), best.name)
+    return str(best)
+
+
 def train(data_args: DataArguments, model_args, train_args, resume_from_checkpoint: str | bool | None = None):
     """Run one training job; returns the trainer (its ``run_dir`` holds the run directory)."""
     from trl import get_peft_config
-    from transformers.trainer_utils import get_last_checkpoint
 
     from .trainer import MOGRPOTrainer
 
@@ -98,7 +117,7 @@ def train(data_args: DataArguments, model_args, train_args, resume_from_checkpoi
     }
     resume = resume_from_checkpoint if resume_from_checkpoint is not None else train_args.resume_from_checkpoint
     if resume is True or (isinstance(resume, str) and resume.lower() in ("true", "last")):
-        resume = get_last_checkpoint(train_args.output_dir)
+        resume = last_complete_checkpoint(train_args.output_dir)
         if resume is None:
             raise FileNotFoundError(
                 f"resume_from_checkpoint is set but {train_args.output_dir} holds no checkpoint-N directory; "

@@ -37,7 +37,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from . import weighting
 from .evaluation import eval_metric_name
-from .objectives import sanitize_scores
+from .objectives import ScoreCountError, sanitize_scores
 from .rl.advantages import ESTIMATORS, compute_advantages, is_linear
 from .rl.covariance import within_group_covariance
 from .rl.gram import GramProbe, per_objective_losses, select_parameters
@@ -48,6 +48,7 @@ from .rundir import (
     atomic_write_json,
     package_versions,
     read_state_file,
+    set_aside_old_logs,
     truncate_jsonl,
 )
 from .weighting.base import StepStats
@@ -123,11 +124,15 @@ class MOGRPOConfig(GRPOConfig):
         self._check_moalign_fields()
 
     def _check_moalign_fields(self) -> None:
+        if isinstance(self.objectives, str) or not isinstance(self.objectives, (list, tuple)):
+            raise ValueError(
+                f"objectives must be a list of names, e.g. [accuracy, conciseness, clarity], but got {self.objectives!r}"
+            )
         if not self.objectives:
             raise ValueError("objectives is empty; name at least one objective, e.g. [accuracy, conciseness, clarity]")
         if len(set(self.objectives)) != len(self.objectives):
             raise ValueError(f"objectives has duplicates: {self.objectives}; name each objective once")
-        from .objectives import available_objectives
+        from .objectives import available_objectives, build_objective
 
         known = set(available_objectives())
         bad = [o for o in self.objectives if isinstance(o, str) and ":" not in o and "." not in o and o not in known]
@@ -136,6 +141,9 @@ class MOGRPOConfig(GRPOConfig):
                 f"objectives: unknown name(s) {bad}; valid names: {', '.join(sorted(known))} "
                 "(or a 'module:callable' path to your own reward function)"
             )
+        for spec in self.objectives:
+            if isinstance(spec, str) and (":" in spec or "." in spec):
+                build_objective(spec)  # import paths are resolved now, before any model is loaded
         if self.advantage_estimator not in ESTIMATORS:
             raise ValueError(
                 f"advantage_estimator={self.advantage_estimator!r} is unknown; use one of {', '.join(sorted(ESTIMATORS))}"
@@ -186,6 +194,8 @@ class _GuardedObjective:
         n = len(completions)
         try:
             values = self.objective(prompts=prompts, completions=completions, **kwargs)
+        except ScoreCountError:
+            raise  # a bug in the objective, not a bad completion: stop with the message
         except Exception as exc:  # noqa: BLE001 - isolate the failing sample, report it
             self.errors.append(f"{type(exc).__name__}: {exc}")
             values = [self._score_one(i, prompts, completions, kwargs) for i in range(n)]
@@ -219,6 +229,7 @@ class _Batch:
     unscored: dict[str, int] = field(default_factory=dict)
     validation_point: np.ndarray | None = None
     generated_at: float = 0.0
+    skip_reason: str | None = None
 
 
 class MOGRPOTrainer(GRPOTrainer):
@@ -266,6 +277,12 @@ class MOGRPOTrainer(GRPOTrainer):
                 )
         self.objectives = objectives
         self.objective_names = [o.name for o in objectives]
+        duplicates = sorted({n for n in self.objective_names if self.objective_names.count(n) > 1})
+        if duplicates:
+            raise ValueError(
+                f"two objectives share the name(s) {duplicates}; every objective needs its own name (weights, logs "
+                "and checkpoints are keyed by it): give your functions distinct names or set `.name`"
+            )
         self._guards = [_GuardedObjective(o) for o in objectives]
         k = len(objectives)
         if strategy is None:
@@ -397,6 +414,12 @@ class MOGRPOTrainer(GRPOTrainer):
             logger.warning("step %d: no completion could be scored; the strategy skips its update", stats.step)
         else:
             self.strategy.before_update(stats)
+            if self.strategy.metrics().get("skipped"):
+                reason = "non-finite Gram matrix" if stats.gram is not None and not np.all(np.isfinite(stats.gram)) \
+                    else "non-finite statistics"
+                batch.skip_reason = reason
+                logger.warning("step %d: strategy %r kept its previous weights (%s)", stats.step, self.strategy.name,
+                               reason)
         batch.weights = np.asarray(self.strategy.weights(), dtype=np.float64)
         scalar = torch.as_tensor(self.strategy.scalarize(stats.rewards), dtype=torch.float32)
         adv = compute_advantages(scalar, self.args.advantage_estimator, self.num_generations, self.scale_rewards)
@@ -575,6 +598,8 @@ class MOGRPOTrainer(GRPOTrainer):
         }
         if flags:
             record["traded_away"] = flags
+        if batch.skip_reason:
+            record["skip_reason"] = batch.skip_reason
         if self.accelerator.is_main_process:
             append_jsonl(self.run_dir / "steps.jsonl", record)
         metrics = self._metrics["train"]
@@ -736,6 +761,10 @@ class _MOCallback(TrainerCallback):
             # A resumed run continues the files: drop what the killed run wrote after its checkpoint.
             for name in ("steps.jsonl", "evals.jsonl"):
                 truncate_jsonl(t.run_dir / name, max_step=t._resumed_step)
+        elif t.accelerator.is_main_process:
+            for old in set_aside_old_logs(t.run_dir):
+                logger.warning("%s already held a run's logs; kept them as %s (pass resume_from_checkpoint to "
+                               "continue that run instead)", t.run_dir, old.name)
         t.write_run_json()
         if t._evaluator is not None and state.global_step == 0:
             t._evaluator.evaluate(0)

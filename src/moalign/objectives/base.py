@@ -30,6 +30,7 @@ from typing import Any
 __all__ = [
     "OBJECTIVES",
     "FunctionObjective",
+    "ScoreCountError",
     "Objective",
     "as_objective",
     "available_objectives",
@@ -77,6 +78,11 @@ def _content_text(content: Any) -> str:
     return str(content)
 
 
+class ScoreCountError(ValueError):
+    """An objective returned a number of scores different from the number of completions (a bug, not a fault of
+    one completion: the trainer stops with this error instead of leaving samples unscored)."""
+
+
 def sanitize_scores(values: Any, n: int, name: str = "objective") -> tuple[list[float | None], int]:
     """Check an objective's output and make it safe to use: ``(scores, n_bad)``.
 
@@ -91,7 +97,7 @@ def sanitize_scores(values: Any, n: int, name: str = "objective") -> tuple[list[
     except TypeError as exc:
         raise ValueError(f"objective {name!r} returned {type(values).__name__}, not a list of scores") from exc
     if len(values) != n:
-        raise ValueError(
+        raise ScoreCountError(
             f"objective {name!r} returned {len(values)} scores for {n} completions; "
             "return one score (or None) per completion, in order"
         )
@@ -147,7 +153,9 @@ class Objective:
         texts = [completion_text(c) for c in completions]
         scores = list(self.score(texts, **kwargs))
         if len(scores) != len(texts):
-            raise ValueError(f"objective {self.name!r} produced {len(scores)} scores for {len(texts)} completions")
+            raise ScoreCountError(
+                f"objective {self.name!r} produced {len(scores)} scores for {len(texts)} completions"
+            )
         return scores
 
     def score(self, texts: list[str], **kwargs: Any) -> list[float | None]:
@@ -201,7 +209,7 @@ class FunctionObjective(Objective):
     def __call__(self, completions: list, **kwargs: Any) -> list[float | None]:
         scores = list(self.fn(completions=completions, **kwargs))
         if len(scores) != len(completions):
-            raise ValueError(
+            raise ScoreCountError(
                 f"objective {self.name!r} produced {len(scores)} scores for {len(completions)} completions"
             )
         return scores

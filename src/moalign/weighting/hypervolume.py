@@ -187,7 +187,8 @@ class Hypervolume(WeightingStrategy):
         if self._skipped:
             return
         first_is_ref = self._buffer.ref is None  # this point becomes the reference (ref_point=None)
-        self._delta_hv = float(self._buffer.add(p, int(step)))
+        # A hypervolume can overflow to inf for huge (finite) points; keep the state finite so it stays JSON.
+        self._delta_hv = min(float(self._buffer.add(p, int(step))), float(np.finfo(np.float64).max))
         self._last_step = int(step)
         if not first_is_ref:  # the point that becomes the reference leaves r_pareto neutral
             self._r_pareto = float(self._f(self._delta_hv))
