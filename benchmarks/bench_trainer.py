@@ -1,6 +1,7 @@
 """Step time of MOGRPOTrainer vs TRL's GRPOTrainer and of each weighting strategy vs `fixed`, side by side.
 
-Every configuration trains the same tiny CPU setup (same model init, data, seed and batch) for `--steps` RL
+Every configuration trains the same tiny CPU setup (same model init, data, seed and batch, completions forced to
+the full `--completion-length` so generation cost does not depend on what the strategy did) for `--steps` RL
 steps; configurations are interleaved round-robin for `--rounds` rounds so that machine noise hits all of them
 alike. Reported: the median per-step wall time over all measured steps (the first step of each run is warm-up and
 dropped) and its ratio to the baseline measured in the same run.
@@ -69,6 +70,9 @@ def _common(args, out):
         output_dir=out, per_device_train_batch_size=args.batch, num_generations=args.generations,
         max_completion_length=args.completion_length, max_steps=args.steps, learning_rate=1e-4, report_to="none",
         logging_steps=1000, use_cpu=True, seed=0, save_strategy="no", disable_tqdm=True,
+        # Every completion gets exactly completion_length tokens, so generation costs the same whatever the strategy
+        # did to the policy and the step-time ratios measure only moalign's overhead.
+        generation_kwargs={"min_new_tokens": args.completion_length},
     )
 
 
