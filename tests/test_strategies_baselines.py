@@ -8,7 +8,6 @@ with a NumPy transcription of the paper's update, a KKT check, a brute force or 
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 

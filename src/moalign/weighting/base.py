@@ -37,6 +37,7 @@ __all__ = [
     "STRATEGIES",
     "check_weight_vector",
     "nan_safe_linear",
+    "require_gram",
 ]
 
 # Statistic names a strategy may declare in ``needs``; the trainer computes only what some strategy asks for.
@@ -106,6 +107,16 @@ def check_weight_vector(weights: Sequence[float], num_objectives: int, name: str
     if not np.any(w > 0):
         raise ValueError(f"{name} must not be all zero; give at least one objective a positive weight")
     return w
+
+
+def require_gram(stats: "StepStats", owner: str, num_objectives: int) -> np.ndarray:
+    """``stats.gram`` as a float64 ``(K, K)`` array; raises if the trainer did not provide it or its shape is wrong."""
+    if stats.gram is None:
+        raise ValueError(f"strategy {owner!r} needs stats.gram (the trainer computes it when 'gram' in needs)")
+    gram = np.asarray(stats.gram, dtype=np.float64)
+    if gram.shape != (num_objectives, num_objectives):
+        raise ValueError(f"stats.gram has shape {gram.shape}, expected ({num_objectives}, {num_objectives})")
+    return gram
 
 
 def nan_safe_linear(rewards: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from .base import WeightingStrategy, check_weight_vector, register
 
 PRESETS: dict[str, list[float]] = {
@@ -16,6 +18,24 @@ PRESETS: dict[str, list[float]] = {
     "balanced": [0.334, 0.333, 0.333],
     "efficiency_focused": [0.25, 0.375, 0.375],
 }
+
+
+def resolve_weights(
+    weights: Sequence[float] | None, preset: str | None, num_objectives: int, strategy: str
+) -> np.ndarray | None:
+    """Validated weights from ``weights`` or a ``preset`` name (exclusive); None when neither is given."""
+    if weights is not None and preset is not None:
+        raise ValueError(f"strategy_params: give either `weights` or `preset` for strategy {strategy!r}, not both")
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r} for strategy {strategy!r}; valid presets: {', '.join(PRESETS)}")
+        if num_objectives != 3:
+            raise ValueError(
+                f"preset {preset!r} is defined for 3 objectives [accuracy, conciseness, clarity], but there are "
+                f"{num_objectives}; give `weights` explicitly instead"
+            )
+        weights = PRESETS[preset]
+    return None if weights is None else check_weight_vector(weights, num_objectives, "strategy_params.weights")
 
 
 @register("fixed")
@@ -42,19 +62,9 @@ class Fixed(WeightingStrategy):
         preset: str | None = None,
     ):
         super().__init__(num_objectives, objective_names)
-        if weights is not None and preset is not None:
-            raise ValueError("strategy_params: give either `weights` or `preset` for strategy 'fixed', not both")
-        if preset is not None:
-            if preset not in PRESETS:
-                raise ValueError(f"unknown preset {preset!r} for strategy 'fixed'; valid presets: {', '.join(PRESETS)}")
-            if self.num_objectives != 3:
-                raise ValueError(
-                    f"preset {preset!r} is defined for 3 objectives [accuracy, conciseness, clarity], but there are "
-                    f"{self.num_objectives}; give `weights` explicitly instead"
-                )
-            weights = PRESETS[preset]
-        if weights is not None:
-            self._w = check_weight_vector(weights, self.num_objectives, "strategy_params.weights")
+        resolved = resolve_weights(weights, preset, self.num_objectives, "fixed")
+        if resolved is not None:
+            self._w = resolved
         self.preset = preset
 
     def hyperparameters(self) -> dict[str, Any]:

@@ -44,7 +44,8 @@ from typing import Any
 
 import numpy as np
 
-from .base import StepStats, WeightingStrategy, _load_vector, check_weight_vector, register, softmax
+from ..rl.advantages import is_linear
+from .base import StepStats, WeightingStrategy, _load_vector, check_weight_vector, register, softmax, require_gram
 
 __all__ = ["Gradient", "linearity_holds"]
 
@@ -69,7 +70,7 @@ def linearity_holds(advantage_estimator: str, scale_rewards: str) -> bool:
         )
     if scale_rewards not in _SCALES:
         raise ValueError(f"scale_rewards must be one of {', '.join(_SCALES)}, but got {scale_rewards!r}")
-    return advantage_estimator == "rloo" or scale_rewards == "none"
+    return is_linear(advantage_estimator, scale_rewards)
 
 
 @register("gradient")
@@ -138,12 +139,8 @@ class Gradient(WeightingStrategy):
         self._skipped = False
 
     def before_update(self, stats: StepStats) -> None:
-        if stats.gram is None:
-            raise ValueError("strategy 'gradient' needs stats.gram (the trainer computes it when 'gram' in needs)")
-        G = np.asarray(stats.gram, dtype=np.float64)  # (K, K)
+        G = require_gram(stats, "gradient", self.num_objectives)  # (K, K)
         K = self.num_objectives
-        if G.shape != (K, K):
-            raise ValueError(f"stats.gram has shape {G.shape}, expected ({K}, {K})")
         eta = self.eta_scale * float(stats.lr)
         self._skipped = True
         if not (np.all(np.isfinite(G)) and math.isfinite(eta)):

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import StepStats, WeightingStrategy, _load_vector, register
+from .base import StepStats, WeightingStrategy, _load_vector, register, require_gram
 
 __all__ = ["GradNorm"]
 
@@ -75,12 +75,8 @@ class GradNorm(WeightingStrategy):
         self._last: dict[str, float] = {"skipped": 0.0}
 
     def before_update(self, stats: StepStats) -> None:
-        if stats.gram is None:
-            raise ValueError("strategy 'gradnorm' needs stats.gram (the trainer computes it when 'gram' in needs)")
-        G = np.asarray(stats.gram, dtype=np.float64)
+        G = require_gram(stats, "gradnorm", self.num_objectives)  # (K, K)
         k = self.num_objectives
-        if G.shape != (k, k):
-            raise ValueError(f"stats.gram has shape {G.shape}, expected ({k}, {k})")
         self._last = {"skipped": 1.0}
         means = stats.objective_means
         if not (np.all(np.isfinite(G)) and np.all(np.isfinite(means))):

@@ -55,8 +55,8 @@ from typing import Any
 import numpy as np
 
 from ..pareto import ParetoBuffer
-from .base import StepStats, WeightingStrategy, _load_vector, check_weight_vector, nan_safe_linear, register
-from .fixed import PRESETS
+from .base import StepStats, WeightingStrategy, _load_vector, nan_safe_linear, register
+from .fixed import resolve_weights
 
 __all__ = ["ACTIVATIONS", "Hypervolume"]
 
@@ -113,16 +113,9 @@ class Hypervolume(WeightingStrategy):
         ref_point: Sequence[float] | None = None,
     ):
         super().__init__(num_objectives, objective_names)
-        if weights is not None and preset is not None:
-            raise ValueError("strategy_params: give either `weights` or `preset` for strategy 'hypervolume', not both")
-        if preset is not None:
-            if preset not in PRESETS:
-                raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
-            if self.num_objectives != 3:
-                raise ValueError(f"preset {preset!r} is defined for 3 objectives; give `weights` explicitly instead")
-            weights = PRESETS[preset]
-        if weights is not None:
-            self._w = check_weight_vector(weights, self.num_objectives, "strategy_params.weights")
+        resolved = resolve_weights(weights, preset, self.num_objectives, "hypervolume")
+        if resolved is not None:
+            self._w = resolved
         for key, value, valid in (
             ("activation", activation, tuple(ACTIVATIONS)),
             ("point_source", point_source, POINT_SOURCES),

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import StepStats, WeightingStrategy, register
+from .base import StepStats, WeightingStrategy, register, require_gram
 
 __all__ = ["MGDA", "min_norm_weights"]
 
@@ -112,12 +112,8 @@ class MGDA(WeightingStrategy):
         return solver(torch.as_tensor(G, dtype=torch.float64)).numpy().astype(np.float64)
 
     def before_update(self, stats: StepStats) -> None:
-        if stats.gram is None:
-            raise ValueError("strategy 'mgda' needs stats.gram (the trainer computes it when 'gram' in needs)")
-        G = np.asarray(stats.gram, dtype=np.float64)  # (K, K)
+        G = require_gram(stats, "mgda", self.num_objectives)  # (K, K)
         k = self.num_objectives
-        if G.shape != (k, k):
-            raise ValueError(f"stats.gram has shape {G.shape}, expected ({k}, {k})")
         self._last = {"skipped": 1.0}
         if not np.all(np.isfinite(G)):
             return

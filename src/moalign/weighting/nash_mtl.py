@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import StepStats, WeightingStrategy, register
+from .base import StepStats, WeightingStrategy, register, require_gram
 
 __all__ = ["NashMTL", "nash_bargaining_weights"]
 
@@ -86,12 +86,8 @@ class NashMTL(WeightingStrategy):
         self._last: dict[str, float] = {"skipped": 0.0}
 
     def before_update(self, stats: StepStats) -> None:
-        if stats.gram is None:
-            raise ValueError("strategy 'nash_mtl' needs stats.gram (the trainer computes it when 'gram' in needs)")
-        G = np.asarray(stats.gram, dtype=np.float64)  # (K, K)
+        G = require_gram(stats, "nash_mtl", self.num_objectives)  # (K, K)
         k = self.num_objectives
-        if G.shape != (k, k):
-            raise ValueError(f"stats.gram has shape {G.shape}, expected ({k}, {k})")
         self._last = {"skipped": 1.0}
         if not np.all(np.isfinite(G)):
             return
