@@ -265,3 +265,23 @@ def test_missing_state_file_is_a_clear_error(tmp_path):
     (ckpt / "moalign_state.json").write_text("{not json")
     with pytest.raises(ValueError, match="corrupt"):
         _trainer(tmp_path, max_steps=3, save_strategy="no").train(resume_from_checkpoint=str(ckpt))
+
+
+def test_peft_lora_with_gram_probes_the_adapter(tmp_path):
+    """Under PEFT the GramProbe defaults to the trainable (LoRA) parameters, and only those change."""
+    from peft import LoraConfig
+
+    model, tok = tiny_model_and_tokenizer(seed=0, num_hidden_layers=2)
+    args = _args(tmp_path, strategy="_test_gram_recorder", advantage_estimator="rloo")
+    trainer = MOGRPOTrainer(model=model, args=args, train_dataset=_dataset(), processing_class=tok,
+                            peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    probed = {id(p) for p in trainer._gram_probe.params}
+    trainable = {id(p) for p in trainer.model.parameters() if p.requires_grad}
+    assert probed == trainable and trainable
+    frozen_before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if not p.requires_grad}
+    lora_before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    trainer.train()
+    assert len(trainer.strategy.grams) == 2 and all(np.isfinite(g).all() for g in trainer.strategy.grams)
+    params = dict(trainer.model.named_parameters())
+    assert all(torch.equal(params[n], v) for n, v in frozen_before.items())
+    assert any(not torch.equal(params[n], v) for n, v in lora_before.items())
