@@ -48,42 +48,61 @@ def _png(fig, path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
+def _method_of(run: RunData) -> str:
+    return run.meta.get("method") or run.strategy
+
+
 def _front_plots(runs: list[RunData], fronts: dict[str, FrontSummary], split: str | None, out: Path) -> list[str]:
+    """Per pair of metrics, each run's 2-D Pareto front of its evaluations (staircase; one colour per method)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ..pareto import nondominated
+
     space = metric_space(runs[0].objectives)
     metrics = [m for m, _ in space]
     pairs = list(itertools.combinations(range(len(metrics)), 2))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    methods = list(dict.fromkeys(_method_of(r) for r in runs))
+    color_of = {m: colors[i % len(colors)] for i, m in enumerate(methods)}
     images = []
     fig, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 4.2), squeeze=False)
     for ax, (i, j) in zip(axes[0], pairs):
-        for c, run in enumerate(runs):
+        labelled = set()
+        for run in runs:
             ev = run.evals_for(split)
             if not ev:
                 continue
-            raw = eval_matrix(ev, space)
-            color = colors[c % len(colors)]
-            ax.scatter(raw[:, i], raw[:, j], s=14, alpha=0.3, color=color)
-            f = np.asarray(fronts[run.name].points)
-            order = np.argsort(f[:, i])
-            ax.plot(f[order, i], f[order, j], "o-", color=color, label=run.name, ms=5)
+            raw = eval_matrix(ev, space)[:, [i, j]]
+            method = _method_of(run)
+            color = color_of[method]
+            ax.scatter(raw[:, 0], raw[:, 1], s=10, alpha=0.25, color=color)
+            front = raw[nondominated(raw, maximize=[space[i][1], space[j][1]])]
+            front = front[np.argsort(front[:, 0])]
+            # Attainment staircase: between two front points the boundary takes the value of the one that still
+            # covers that x (the next point when x is maximised, the previous one when it is minimised).
+            ax.step(front[:, 0], front[:, 1], where="pre" if space[i][1] else "post", color=color,
+                    alpha=0.85, marker="o", ms=4, label=None if method in labelled else method)
+            labelled.add(method)
         ax.set_xlabel(f"{metrics[i]} ({'max' if space[i][1] else 'min'})")
         ax.set_ylabel(f"{metrics[j]} ({'max' if space[j][1] else 'min'})")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    fig.suptitle("Pareto fronts of the evaluated checkpoints (faint: all evaluations)")
+    fig.suptitle("Pareto fronts of each run's evaluated checkpoints, per pair of metrics (dots: all evaluations)")
     images.append(("fronts.png", _png(fig, out / "fronts.png")))
     if len(metrics) >= 3:
         fig = plt.figure(figsize=(6, 5))
         ax = fig.add_subplot(projection="3d")
-        for c, run in enumerate(runs):
+        labelled = set()
+        for run in runs:
             if run.name in fronts:
                 f = np.asarray(fronts[run.name].points)
-                ax.scatter(f[:, 0], f[:, 1], f[:, 2], color=colors[c % len(colors)], label=run.name)
+                method = _method_of(run)
+                ax.scatter(f[:, 0], f[:, 1], f[:, 2], color=color_of[method],
+                           label=None if method in labelled else method)
+                labelled.add(method)
         ax.set_xlabel(metrics[0])
         ax.set_ylabel(metrics[1])
         ax.set_zlabel(metrics[2])
