@@ -8,8 +8,8 @@ nothing but the time since the last checkpoint. Sections:
 3. numerical faults (strategies and trainer)           7. load (slow): memory and in-memory logs stay bounded
 4. kill -9 and resume (subprocess)
 
-Everything runs on the tiny random-init CPU model; settings shrunk for speed carry a comment. Tests that find a bug in
-src/ are marked ``xfail(strict=True)`` with the bug in the reason (see docs/RELIABILITY.md, "Known gaps").
+Everything runs on the tiny random-init CPU model; settings shrunk for speed carry a comment. Every test is expected to
+pass (none is marked xfail); faults moalign does not handle yet are listed in docs/RELIABILITY.md, "Known gaps".
 """
 
 from __future__ import annotations
