@@ -58,12 +58,17 @@ def to_jsonable(obj: Any) -> Any:
 
 def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
     """Write ``data`` as JSON to ``path`` atomically (temp file + fsync + rename)."""
-    path = Path(path)
+    _atomic_write(Path(path), lambda f: json.dump(to_jsonable(data), f, indent=2, allow_nan=False))
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync it and rename it over ``path``; on any
+    failure the old file is untouched and the temporary file removed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(to_jsonable(data), f, indent=2, allow_nan=False)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -111,18 +116,7 @@ def truncate_jsonl(path: str | os.PathLike, max_step: int | None = None) -> int:
     if not path.exists():
         return 0
     records = [r for r in _iter_jsonl(path) if max_step is None or int(r.get("step", 0)) <= max_step]
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            for r in records:
-                f.write(json.dumps(r, allow_nan=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    _atomic_write(path, lambda f: f.writelines(json.dumps(r, allow_nan=False) + "\n" for r in records))
     return len(records)
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import StepStats, WeightingStrategy, register, require_gram
+from .base import StepStats, WeightingStrategy, register, require_gram, live_gram
 
 __all__ = ["MGDA", "min_norm_weights"]
 
@@ -115,13 +115,11 @@ class MGDA(WeightingStrategy):
         G = require_gram(stats, "mgda", self.num_objectives)  # (K, K)
         k = self.num_objectives
         self._last = {"skipped": 1.0}
-        if not np.all(np.isfinite(G)):
+        checked = live_gram(G)
+        if checked is None:
             return
-        G = (G + G.T) / 2
+        G, live = checked  # live: objectives with a non-zero gradient this batch
         d = np.clip(np.diag(G), 0.0, None)
-        live = d > 1e-12 * max(d.max(), 0.0)  # objectives with a non-zero gradient this batch
-        if not live.any():
-            return
         Gl = G[np.ix_(live, live)]
         norms = np.sqrt(d[live])
         if self.normalize_gradients:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import StepStats, WeightingStrategy, register, require_gram
+from .base import StepStats, WeightingStrategy, register, require_gram, live_gram
 
 __all__ = ["NashMTL", "nash_bargaining_weights"]
 
@@ -89,13 +89,11 @@ class NashMTL(WeightingStrategy):
         G = require_gram(stats, "nash_mtl", self.num_objectives)  # (K, K)
         k = self.num_objectives
         self._last = {"skipped": 1.0}
-        if not np.all(np.isfinite(G)):
+        checked = live_gram(G)
+        if checked is None:
             return
-        G = (G + G.T) / 2
+        G, live = checked  # live: objectives with a non-zero gradient this batch
         d = np.clip(np.diag(G), 0.0, None)
-        live = d > 1e-12 * max(d.max(), 0.0)
-        if not live.any():
-            return
         Gl = G[np.ix_(live, live)]
         Gl = Gl + self.ridge * d[live].mean() * np.eye(int(live.sum()))
         Gl = Gl / np.linalg.norm(Gl)  # official normalisation by the Frobenius norm; w is scale invariant
