@@ -128,7 +128,7 @@ def _series_plot(runs: list[RunData], key: str, title: str, out: Path, filename:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    fig.suptitle(title)
+    fig.suptitle(title, y=1.04)  # above the per-objective subplot titles
     if not plotted:
         import matplotlib.pyplot as plt
 
