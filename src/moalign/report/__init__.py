@@ -64,9 +64,7 @@ def _front_plots(runs: list[RunData], fronts: dict[str, FrontSummary], split: st
     space = metric_space(runs[0].objectives)
     metrics = [m for m, _ in space]
     pairs = list(itertools.combinations(range(len(metrics)), 2))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    methods = list(dict.fromkeys(_method_of(r) for r in runs))
-    color_of = {m: colors[i % len(colors)] for i, m in enumerate(methods)}
+    color_of = _method_colors(runs)
     images = []
     fig, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 4.2), squeeze=False)
     for ax, (i, j) in zip(axes[0], pairs):
@@ -111,18 +109,31 @@ def _front_plots(runs: list[RunData], fronts: dict[str, FrontSummary], split: st
     return images
 
 
+def _method_colors(runs: list[RunData]) -> dict[str, str]:
+    """One colour per method (seeds of a method share it), in order of first appearance."""
+    import matplotlib.pyplot as plt
+
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    methods = list(dict.fromkeys(_method_of(r) for r in runs))
+    return {m: colors[i % len(colors)] for i, m in enumerate(methods)}
+
+
 def _series_plot(runs: list[RunData], key: str, title: str, out: Path, filename: str):
     import matplotlib.pyplot as plt
 
     names = [o["name"] for o in runs[0].objectives]
+    color_of = _method_colors(runs)
     fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.4), squeeze=False, sharey=key == "weights")
     plotted = False
     for ax, name in zip(axes[0], names):
+        labelled = set()
         for run in runs:
             xs = [s["step"] for s in run.steps if s.get(key, {}).get(name) is not None]
             ys = [s[key][name] for s in run.steps if s.get(key, {}).get(name) is not None]
             if xs:
-                ax.plot(xs, ys, label=run.name)
+                method = _method_of(run)
+                ax.plot(xs, ys, color=color_of[method], alpha=0.8, label=None if method in labelled else method)
+                labelled.add(method)
                 plotted = True
         ax.set_title(name)
         ax.set_xlabel("step")
@@ -130,8 +141,6 @@ def _series_plot(runs: list[RunData], key: str, title: str, out: Path, filename:
     axes[0][0].legend(fontsize=8)
     fig.suptitle(title, y=1.04)  # above the per-objective subplot titles
     if not plotted:
-        import matplotlib.pyplot as plt
-
         plt.close(fig)
         return None
     return (filename, _png(fig, out / filename))
