@@ -584,6 +584,7 @@ class MOGRPOTrainer(GRPOTrainer):
         means = batch.stats.objective_means
         cov = batch.covariance if batch.covariance is not None else np.full(len(names), np.nan)
         flags = self._interference_flags(cov, means)
+        strategy_metrics = self.strategy.metrics()
         record = {
             "step": step,
             "rl_step": rl_step,
@@ -594,7 +595,7 @@ class MOGRPOTrainer(GRPOTrainer):
             "timings": dict(batch.timings),
             "lr": batch.stats.lr,
             "unscored": batch.unscored,
-            "strategy": self.strategy.metrics(),
+            "strategy": strategy_metrics,
         }
         if flags:
             record["traded_away"] = flags
@@ -607,7 +608,7 @@ class MOGRPOTrainer(GRPOTrainer):
             metrics[f"weights/{name}"].append(float(w))
             metrics[f"covariance/{name}"].append(float(c))
         metrics["advantage_scale"].append(batch.advantage_scale)
-        for key, value in self.strategy.metrics().items():
+        for key, value in strategy_metrics.items():
             metrics[f"strategy/{key}"].append(float(value))
         for key, value in batch.timings.items():
             metrics[f"moalign_time/{key}"].append(float(value))

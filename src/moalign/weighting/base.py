@@ -119,15 +119,15 @@ def require_gram(stats: "StepStats", owner: str, num_objectives: int) -> np.ndar
     return gram
 
 
-def live_gram(gram: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """Symmetrised Gram and the mask of objectives with a non-zero gradient; None when the Gram is not finite or every
-    gradient is zero (the strategy then keeps its weights)."""
+def live_gram(gram: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(symmetrised Gram, squared gradient norms clipped at 0, mask of objectives with a non-zero gradient)``; None
+    when the Gram is not finite or every gradient is zero (the strategy then keeps its weights)."""
     if not np.all(np.isfinite(gram)):
         return None
     gram = (gram + gram.T) / 2
     d = np.clip(np.diag(gram), 0.0, None)
     live = d > 1e-12 * max(d.max(), 0.0)
-    return (gram, live) if live.any() else None
+    return (gram, d, live) if live.any() else None
 
 
 def nan_safe_linear(rewards: np.ndarray, weights: np.ndarray) -> np.ndarray:

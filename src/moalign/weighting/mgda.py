@@ -118,8 +118,7 @@ class MGDA(WeightingStrategy):
         checked = live_gram(G)
         if checked is None:
             return
-        G, live = checked  # live: objectives with a non-zero gradient this batch
-        d = np.clip(np.diag(G), 0.0, None)
+        G, d, live = checked  # live: objectives with a non-zero gradient this batch
         Gl = G[np.ix_(live, live)]
         norms = np.sqrt(d[live])
         if self.normalize_gradients:

@@ -92,8 +92,7 @@ class NashMTL(WeightingStrategy):
         checked = live_gram(G)
         if checked is None:
             return
-        G, live = checked  # live: objectives with a non-zero gradient this batch
-        d = np.clip(np.diag(G), 0.0, None)
+        G, d, live = checked  # live: objectives with a non-zero gradient this batch
         Gl = G[np.ix_(live, live)]
         Gl = Gl + self.ridge * d[live].mean() * np.eye(int(live.sum()))
         Gl = Gl / np.linalg.norm(Gl)  # official normalisation by the Frobenius norm; w is scale invariant
