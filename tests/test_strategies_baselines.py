@@ -214,7 +214,7 @@ def test_ctwa_requires_targets_for_other_objective_counts():
 # ------------------------------------------------------------------------------------------------------------------
 def ctwa_reference(steps, targets=(0.15, 0.08, 0.08), eta=0.05, tau=0.1, w0=(0.333, 0.333, 0.334),
                    ceilings=(1.0, 0.95, 0.95), outlier=100.0):
-    log_w, ema = np.log(np.asarray(w0) / sum(w0)), [0.0] * len(w0)
+    log_w, ema = np.log(np.asarray(w0) / sum(w0)), [None] * len(w0)  # None: not observed yet
     for r, gid, c in steps:
         fin = [i for i in range(len(c)) if math.isfinite(c[i])]
         med = float(np.median([abs(c[i]) for i in fin]))
@@ -227,12 +227,14 @@ def ctwa_reference(steps, targets=(0.15, 0.08, 0.08), eta=0.05, tau=0.1, w0=(0.3
                     continue
                 rm, cm = sum(r[i, k] for i in idx) / len(idx), sum(c[i] for i in idx) / len(idx)
                 covs.append(sum((r[i, k] - rm) * (c[i] - cm) for i in idx) / len(idx))
-            if covs:
-                ema[k] = (1 - tau) * ema[k] + tau * sum(covs) / len(covs)
+            if covs:  # the EMA starts at the first observed covariance (reference code)
+                cov = sum(covs) / len(covs)
+                ema[k] = cov if ema[k] is None else (1 - tau) * ema[k] + tau * cov
         for k in range(len(w0)):
             scored = [x for x in r[:, k] if not math.isnan(x)]
             at_ceiling = bool(scored) and sum(scored) / len(scored) >= ceilings[k]
-            log_w[k] += 0.0 if at_ceiling else eta * max(targets[k] - ema[k], 0.0)
+            m = 0.0 if ema[k] is None else ema[k]
+            log_w[k] += 0.0 if at_ceiling else eta * max(targets[k] - m, 0.0)
     e = np.exp(log_w)
     return e / e.sum()
 
@@ -365,7 +367,7 @@ GRAM = [
 ]
 TABLE_PARAMS = {"tchebycheff": {"preference_lr": 0.5}}
 TABLE = {  # computed with the layer-3 transcriptions above (see test_table_matches_transcriptions)
-    "ctwa": [0.3350193115, 0.3323767152, 0.3326039733],
+    "ctwa": [0.3316267801, 0.3357505635, 0.3326226564],
     "lagrangian": [1.0, 0.026 / 3, 0.002],  # by hand: λ_j = 0.01·Σ_t (0.9 − mean_t r_j), clipped at 0
     "tchebycheff": [0.3391886806, 0.3487426683, 0.3120686511],
     "pama": [0.3636363636, 0.4545454545, 0.1818181818],  # PAMA is memoryless: step 3's advantages only
@@ -411,13 +413,17 @@ def test_ctwa_hand_worked_step():
     r = np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
     stats = StepStats(0, r, np.zeros(2), group_center(r, np.zeros(2)), clipped_advantage_weights=np.array([0.5, -0.5]))
     run_step(s, stats)
-    # cov = [0.25, −0.25, 0] → EMA = 0.1·cov = [0.025, −0.025, 0] → deficits [0.125, 0.105, 0.08];
-    # clarity's mean 1.0 ≥ its ceiling 0.95, so its deficit is 0.
-    e = np.array([0.333 * math.exp(0.05 * 0.125), 0.333 * math.exp(0.05 * 0.105), 0.334])
+    # cov = [0.25, −0.25, 0] → the EMA starts at the first observation: [0.25, −0.25, 0] → deficits
+    # [relu(0.15 − 0.25), 0.08 + 0.25, 0.08] = [0, 0.33, 0.08]; clarity's mean 1.0 ≥ its ceiling 0.95, so its deficit is 0.
+    e = np.array([0.333, 0.333 * math.exp(0.05 * 0.33), 0.334])
     np.testing.assert_allclose(s.weights(), e / e.sum(), rtol=1e-12)
     m = s.metrics()
-    assert m["cov/accuracy"] == pytest.approx(0.25) and m["ema_cov/conciseness"] == pytest.approx(-0.025)
-    assert m["deficit/clarity"] == 0.0 and m["deficit/accuracy"] == pytest.approx(0.125)
+    assert m["cov/accuracy"] == pytest.approx(0.25) and m["ema_cov/conciseness"] == pytest.approx(-0.25)
+    assert m["deficit/clarity"] == 0.0 and m["deficit/accuracy"] == 0.0
+    assert m["deficit/conciseness"] == pytest.approx(0.33)
+    # second step, same batch: the EMA now moves at rate 0.1 from the first observation (unchanged here)
+    run_step(s, stats)
+    assert s.metrics()["ema_cov/conciseness"] == pytest.approx(-0.25)
 
 
 def test_ctwa_weights_change_only_after_the_update():

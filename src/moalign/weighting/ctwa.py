@@ -7,7 +7,7 @@ log-weight of every objective whose (smoothed) covariance falls short. After eac
 
     c_i      = mean_t Â_i ρ_it 1[clip inactive at t]               (clipped advantage weight, from the trainer)
     Cov_k    = mean_{prompts p with ≥ 2 scored} cov_p(r_k, c)     (population covariance within the prompt)
-    m_k     ← (1 − τ)·m_k + τ·Cov_k                                (EMA, m_0 = 0)
+    m_k     ← (1 − τ)·m_k + τ·Cov_k                                (EMA; m_k = Cov_k at k's first observation)
     d_k      = relu(target_k − m_k), and d_k = 0 if mean_batch(r_k) ≥ ceiling_k
     log w   += η·d ;  w = softmax(log w)                           (used from the next step)
 
@@ -23,8 +23,9 @@ symbol         parameter            reference value
 =============  ===================  ===================================================
 
 Reference values are for the three objectives of the papers; with K ≠ 3 objectives ``cov_targets`` must be given
-(ceilings then default to none, initial weights to uniform). The EMA starts at 0, so every objective starts with
-the same deficit ``≈ target``; equal deficits leave the softmax unchanged.
+(ceilings then default to none, initial weights to uniform). The EMA of each objective starts at that objective's
+first observed covariance, as in the reference code (an EMA started at 0 would give every objective a deficit of
+about its target for the first ~1/τ steps and push the objective with the largest target, whatever its covariance).
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ class CTWA(WeightingStrategy):
         self._log_w = np.log(w0 / w0.sum())
         self._w = softmax(self._log_w)
         self._ema = np.zeros(k)
+        self._ema_started = np.zeros(k, dtype=bool)  # an objective's EMA starts at its first observed covariance
         self._last: dict[str, float] = {"skipped": 0.0}
 
     def after_update(self, stats: StepStats) -> None:
@@ -122,7 +124,9 @@ class CTWA(WeightingStrategy):
         self._last = {"skipped": 1.0}
         if not seen.any():
             return
-        ema = np.where(seen, (1 - self.ema_rate) * self._ema + self.ema_rate * np.nan_to_num(cov), self._ema)
+        cov0 = np.nan_to_num(cov)
+        updated = np.where(self._ema_started, (1 - self.ema_rate) * self._ema + self.ema_rate * cov0, cov0)
+        ema = np.where(seen, updated, self._ema)
         deficit = np.maximum(self.cov_targets - ema, 0.0)
         with np.errstate(invalid="ignore"):
             at_ceiling = stats.objective_means >= self.ceilings  # NaN mean -> False
@@ -132,6 +136,7 @@ class CTWA(WeightingStrategy):
         if not (np.all(np.isfinite(log_w)) and np.all(np.isfinite(w))):
             return
         self._ema, self._log_w = ema, log_w - log_w.max()  # the shift keeps the log-weights bounded
+        self._ema_started |= seen
         self._set_weights(w)
         self._last = {"skipped": 0.0}
         for name, cv, m, d in zip(self.objective_names, cov, ema, deficit, strict=True):
@@ -143,12 +148,14 @@ class CTWA(WeightingStrategy):
         return dict(self._last)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"weights": self._w.tolist(), "log_weights": self._log_w.tolist(), "ema_cov": self._ema.tolist()}
+        return {"weights": self._w.tolist(), "log_weights": self._log_w.tolist(), "ema_cov": self._ema.tolist(),
+                "ema_started": self._ema_started.tolist()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         k = self.num_objectives
         self._log_w = _load_vector(state, "log_weights", k, self.name)
         self._ema = _load_vector(state, "ema_cov", k, self.name)
+        self._ema_started = _load_vector(state, "ema_started", k, self.name).astype(bool)
         self._w = softmax(self._log_w)
 
     def hyperparameters(self) -> dict[str, Any]:
