@@ -467,7 +467,7 @@ def test_ctwa_after_update_gets_clipped_advantage_weights_and_moves_next_step(ru
     run = run_case("ctwa")
     strategy = run.trainer.strategy
     n = 8
-    ema = np.zeros(K)
+    ema = None
     w0 = _initial_weights(CASES["ctwa"])
     expected_w = w0
     for line, rec in zip(run.steps, run.records):
@@ -481,7 +481,7 @@ def test_ctwa_after_update_gets_clipped_advantage_weights_and_moves_next_step(ru
         cov = within_group_covariance(rec.rewards, c, rec.group_ids)
         logged_cov = np.array([line["strategy"][f"cov/{o}"] for o in OBJ])
         np.testing.assert_allclose(logged_cov, cov, atol=1e-12, err_msg=ctx)
-        ema = 0.9 * ema + 0.1 * cov  # EMA rate 0.1 from m_0 = 0
+        ema = cov if ema is None else 0.9 * ema + 0.1 * cov  # EMA rate 0.1, started at the first observation
         logged_ema = np.array([line["strategy"][f"ema_cov/{o}"] for o in OBJ])
         np.testing.assert_allclose(logged_ema, ema, atol=1e-12, err_msg=ctx)
         assert np.all(logged_ema != 0), f"{ctx}: EMA did not move"
