@@ -12,7 +12,16 @@ fixed points of every RL step (one step = one generation batch), in this order:
    a non-linear scalarization cannot be expressed as weights alone).
 4. :meth:`WeightingStrategy.advantage_scale` -- multiplier on this step's final advantages (1.0 by default).
 5. :meth:`WeightingStrategy.after_update` -- after the policy update, with post-update statistics.
-6. :meth:`WeightingStrategy.state_dict` / :meth:`WeightingStrategy.load_state_dict` -- JSON types only.
+6. :meth:`WeightingStrategy.state_dict` / :meth:`WeightingStrategy.load_state_dict` -- JSON types only. A strategy
+   declares its state in ``state_fields`` (JSON key -> :class:`StateField`); the base class saves exactly those
+   fields and loads them strictly: a missing or an unknown key, a wrong length or a non-number is an error.
+
+Strategies that score the policy on validation data (``"validation"`` in ``needs``) get two more hooks:
+:meth:`WeightingStrategy.wants_validation_point` (the trainer asks after every RL step whether to evaluate now) and
+:meth:`WeightingStrategy.set_reference_point` (the initial policy's point, evaluated before training).
+
+Hyperparameters are checked with :func:`check_number` and :func:`check_vector`, the one number validator and the one
+vector validator every strategy uses, so that all of them accept and reject the same inputs with the same words.
 
 Strategies receive statistics already reduced across ranks (numpy arrays, float64) and never log by themselves:
 :meth:`WeightingStrategy.metrics` returns the scalars the trainer logs. The module depends on numpy only.
@@ -29,8 +38,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 __all__ = [
+    "StateField",
     "StepStats",
     "WeightingStrategy",
+    "check_number",
+    "check_vector",
     "register",
     "build",
     "available",
@@ -89,24 +101,135 @@ class StepStats:
             return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
-def check_weight_vector(weights: Sequence[float], num_objectives: int, name: str = "weights") -> np.ndarray:
-    """Validate a user-given weight vector: K finite, non-negative entries, not all zero. Returns float64 copy."""
-    try:
-        w = np.asarray(weights, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a list of {num_objectives} numbers, but got {weights!r}") from exc
-    if w.size != num_objectives:
+def _describe_range(low, high, low_open, high_open, integer) -> str:
+    kind = "an integer" if integer else "a number"
+    if low is not None and high is not None:
+        return f"{kind} in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if low is not None:
+        return f"{kind} {'>' if low_open else '>='} {low:g}"
+    if high is not None:
+        return f"{kind} {'<' if high_open else '<='} {high:g}"
+    return f"a finite {'integer' if integer else 'number'}"
+
+
+def check_number(
+    value: Any,
+    name: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    integer: bool = False,
+    hint: str = "",
+) -> float | int:
+    """The one number validator: a finite real (not a bool) within the given bounds, as ``float`` (``int`` when
+    ``integer``). ``name`` is the user-facing field (``strategy_params.mu``); ``hint`` is appended to the message
+    (e.g. ``" (paper: 1e-5)"``).
+
+    >>> check_number(0.1, "strategy_params.mu", low=0, low_open=True)
+    0.1
+    >>> check_number(0, "strategy_params.mu", low=0, low_open=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: strategy_params.mu must be a number > 0, but got 0
+    """
+    real = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    ok = real and math.isfinite(value)
+    if ok and integer:
+        ok = isinstance(value, (int, np.integer)) or float(value).is_integer()
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
         raise ValueError(
-            f"{name} has {w.size} entries but there are {num_objectives} objectives; "
-            "give one weight per objective, in the order of `objectives`"
+            f"{name} must be {_describe_range(low, high, low_open, high_open, integer)}, but got {value!r}{hint}"
         )
-    if not np.all(np.isfinite(w)):
-        raise ValueError(f"{name} must be finite, but got {w.tolist()}")
-    if np.any(w < 0):
-        raise ValueError(f"{name} must be non-negative, but got {w.tolist()}; use a weight of 0 to ignore an objective")
-    if not np.any(w > 0):
+    return int(value) if integer else float(value)
+
+
+def check_vector(
+    value: Any,
+    size: int,
+    name: str,
+    *,
+    names: Sequence[str] | None = None,
+    low: float | None = None,
+    low_open: bool = False,
+    not_all_zero: bool = False,
+    allow_nan: bool = False,
+    count: str | None = None,
+) -> np.ndarray:
+    """The one vector validator: ``size`` finite numbers (NaN too when ``allow_nan``), each ``>= low`` (``> low``
+    with ``low_open``), not all zero with ``not_all_zero``. Returns a float64 copy (the input is never modified).
+
+    ``names`` (the objectives the entries belong to) and ``count`` (what the entries are counted against, default
+    "objectives") make the length error say what to give.
+
+    >>> check_vector([0.5, 0.5], 2, "strategy_params.weights", low=0.0, not_all_zero=True).tolist()
+    [0.5, 0.5]
+    >>> check_vector([1.0], 2, "strategy_params.weights", names=["a", "b"])
+    Traceback (most recent call last):
+    ...
+    ValueError: strategy_params.weights has 1 entries but there are 2 objectives (a, b); give one value per objective, in that order
+    """
+    if isinstance(value, (str, bytes, dict)) or value is None:
+        raise ValueError(f"{name} must be a list of {size} numbers, but got {value!r}")
+    try:
+        v = np.array(value, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a list of {size} numbers, but got {value!r}") from exc
+    if any(isinstance(x, (bool, np.bool_)) for x in np.asarray(value, dtype=object).reshape(-1)):
+        raise ValueError(f"{name} must be numbers, not true/false, but got {value!r}")
+    if v.size != size:
+        what = count or f"{size} objectives" + (f" ({', '.join(names)})" if names else "")
+        raise ValueError(
+            f"{name} has {v.size} entries but there are {what}; give one value per "
+            f"{'entry' if count else 'objective'}, in that order"
+        )
+    finite = np.isfinite(v) | (np.isnan(v) if allow_nan else False)
+    if not np.all(finite):
+        raise ValueError(f"{name} must be finite, but got {v.tolist()}")
+    if low is not None:
+        bad = (v <= low) if low_open else (v < low)
+        if np.any(bad & ~np.isnan(v)):
+            word = {(0.0, False): "non-negative", (0.0, True): "positive"}.get((float(low), low_open))
+            rule = word or f"{'>' if low_open else '>='} {low:g}"
+            raise ValueError(f"{name} must be {rule}, but got {v.tolist()}")
+    if not_all_zero and not np.any(np.nan_to_num(v) != 0):
         raise ValueError(f"{name} must not be all zero; give at least one objective a positive weight")
-    return w
+    return v
+
+
+def check_weight_vector(weights: Sequence[float], num_objectives: int, name: str = "weights") -> np.ndarray:
+    """A user-given weight vector: :func:`check_vector` with K non-negative entries, not all zero."""
+    try:
+        return check_vector(weights, num_objectives, name, low=0.0, not_all_zero=True)
+    except ValueError as exc:
+        if "must be non-negative" in str(exc):
+            raise ValueError(f"{exc}; use a weight of 0 to ignore an objective") from None
+        raise
+
+
+@dataclass(frozen=True)
+class StateField:
+    """One entry of a strategy's state: the JSON key maps to the attribute ``attr``.
+
+    Attributes:
+        attr: attribute holding the value.
+        kind: ``"vector"`` (float64 array), ``"flags"`` (bool array), ``"number"`` (float), ``"integer"``,
+            ``"flag"`` (bool) or ``"object"`` (an object with its own ``state_dict``/``load_state_dict``).
+        length: vector length: ``"K"`` (the number of objectives), an int, or the name of an int attribute.
+        nullable: ``None`` is a valid value (the attribute is then ``None``).
+        nan_as_null: for vectors, NaN entries are saved as ``null`` (JSON has no NaN) and loaded back as NaN.
+    """
+
+    attr: str
+    kind: str = "vector"
+    length: int | str = "K"
+    nullable: bool = False
+    nan_as_null: bool = False
 
 
 def require_gram(stats: "StepStats", owner: str, num_objectives: int) -> np.ndarray:
@@ -151,6 +274,8 @@ class WeightingStrategy:
     name: ClassVar[str] = "base"
     needs: ClassVar[frozenset[str]] = frozenset()
     on_simplex: ClassVar[bool] = True
+    #: The strategy's mutable state, JSON key -> field; :meth:`state_dict` saves exactly these keys.
+    state_fields: ClassVar[dict[str, StateField]] = {"weights": StateField("_w")}
 
     def __init__(self, num_objectives: int, objective_names: Sequence[str] | None = None):
         if not isinstance(num_objectives, (int, np.integer)) or num_objectives < 1:
@@ -184,17 +309,109 @@ class WeightingStrategy:
     def after_update(self, stats: StepStats) -> None:
         """Called after the policy update."""
 
+    def wants_validation_point(self, rl_step: int) -> bool:
+        """Whether the trainer should evaluate the policy now, after RL step ``rl_step`` (1-based count of finished
+        steps), and pass the point to :meth:`after_update` as ``stats.validation_point``. Only asked when
+        ``"validation"`` is in ``needs``."""
+        return False
+
+    def set_reference_point(self, point: np.ndarray, step: int) -> None:
+        """The initial policy's validation point ``(K,)``, evaluated before the first update (``"validation"`` in
+        ``needs``)."""
+
     def metrics(self) -> dict[str, float]:
         """Extra scalars for the trainer to log this step (e.g. ``{"delta_hv": ...}``)."""
         return {}
 
     # -- state -----------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Every piece of mutable state, in JSON types."""
-        return {"weights": self._w.tolist()}
+        """Every piece of mutable state (the fields of ``state_fields``), in JSON types."""
+        return {key: self._encode(spec, getattr(self, spec.attr)) for key, spec in self.state_fields.items()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._w = _load_vector(state, "weights", self.num_objectives, self.name)
+        """Restore a :meth:`state_dict` strictly: exactly the keys of ``state_fields``, each of the right type and
+        length, or ``ValueError`` naming the strategy and the key. Nothing changes unless every field is valid."""
+        owner = f"strategy {self.name!r} state"
+        if not isinstance(state, dict):
+            raise ValueError(f"{owner} must be a mapping, but got {type(state).__name__}")
+        expected = set(self.state_fields)
+        missing, unknown = sorted(expected - set(state)), sorted(set(state) - expected)
+        if missing or unknown:
+            problems = ([f"missing key(s) {missing}"] if missing else []) + (
+                [f"unknown key(s) {unknown}"] if unknown else [])
+            raise ValueError(
+                f"{owner} has {' and '.join(problems)}; expected exactly {sorted(expected)} (the state was written "
+                "by another strategy version or is incomplete; resume from a checkpoint of this run)"
+            )
+        values = {}
+        for key, spec in self.state_fields.items():
+            if spec.kind != "object":
+                values[spec.attr] = self._decode(spec, state[key], f"{owner} {key!r}")
+        for key, spec in self.state_fields.items():
+            if spec.kind == "object":
+                try:
+                    getattr(self, spec.attr).load_state_dict(state[key])
+                except ValueError as exc:
+                    raise ValueError(f"{owner} {key!r}: {exc}") from exc
+        for attr, value in values.items():
+            setattr(self, attr, value)
+        self._state_loaded()
+
+    def _state_loaded(self) -> None:
+        """Recompute derived attributes after :meth:`load_state_dict` (e.g. weights from log-weights)."""
+
+    def _length(self, spec: StateField) -> int:
+        if spec.length == "K":
+            return self.num_objectives
+        return int(spec.length if isinstance(spec.length, int) else getattr(self, spec.length))
+
+    @staticmethod
+    def _encode(spec: StateField, value: Any) -> Any:
+        if value is None:
+            return None
+        if spec.kind == "vector":
+            v = np.asarray(value, dtype=np.float64).reshape(-1)
+            return [None if (spec.nan_as_null and math.isnan(x)) else float(x) for x in v]
+        if spec.kind == "flags":
+            return [bool(x) for x in np.asarray(value).reshape(-1)]
+        if spec.kind == "number":
+            return float(value)
+        if spec.kind == "integer":
+            return int(value)
+        if spec.kind == "flag":
+            return bool(value)
+        if spec.kind == "object":
+            return value.state_dict()
+        raise ValueError(f"unknown state field kind {spec.kind!r}")
+
+    def _decode(self, spec: StateField, value: Any, where: str) -> Any:
+        if value is None:
+            if spec.nullable:
+                return None
+            raise ValueError(f"{where} is null, but it must be set")
+        if spec.kind in ("vector", "flags"):
+            size = self._length(spec)
+            if spec.kind == "flags":
+                if not isinstance(value, list) or not all(isinstance(x, bool) for x in value):
+                    raise ValueError(f"{where} must be a list of {size} true/false values, but got {value!r}")
+                if len(value) != size:
+                    raise ValueError(f"{where} has {len(value)} entries, but the run has {size}")
+                return np.array(value, dtype=bool)
+            if spec.nan_as_null and isinstance(value, list):
+                value = [math.nan if x is None else x for x in value]
+            try:
+                return check_vector(value, size, where, allow_nan=spec.nan_as_null, count=f"{size} in this run")
+            except ValueError as exc:
+                raise ValueError(f"{exc} (the state file is damaged or from another run)") from None
+        if spec.kind == "number":
+            return check_number(value, where)
+        if spec.kind == "integer":
+            return check_number(value, where, integer=True)
+        if spec.kind == "flag":
+            if not isinstance(value, bool):
+                raise ValueError(f"{where} must be true or false, but got {value!r}")
+            return value
+        raise ValueError(f"unknown state field kind {spec.kind!r}")
 
     # -- helpers -------------------------------------------------------------------------------------------------
     def _set_weights(self, w: np.ndarray) -> None:
@@ -235,6 +452,10 @@ def register(name: str) -> Callable[[type[WeightingStrategy]], type[WeightingStr
         unknown = set(cls.needs) - KNOWN_NEEDS
         if unknown:
             raise ValueError(f"strategy {name!r} declares unknown needs {sorted(unknown)}; known: {sorted(KNOWN_NEEDS)}")
+        kinds = {"vector", "flags", "number", "integer", "flag", "object"}
+        bad = {key: f.kind for key, f in cls.state_fields.items() if f.kind not in kinds}
+        if bad:
+            raise ValueError(f"strategy {name!r} declares state fields of unknown kind {bad}; known: {sorted(kinds)}")
         cls.name = name
         STRATEGIES[name] = cls
         return cls
@@ -272,10 +493,6 @@ def build(
             f"strategy {name!r} got unknown parameter(s) {unknown}; it accepts: {', '.join(accepted) or '(none)'}"
         )
     return cls(num_objectives, objective_names=objective_names, **params)
-
-
-def is_finite_matrix(x: np.ndarray | None) -> bool:
-    return x is not None and bool(np.all(np.isfinite(x)))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
