@@ -1,4 +1,4 @@
-"""Math dataset loading: the shared verl parquet split, Hub-shaped files (the Hub call itself needs a network), local
+"""Math dataset loading: the shipped verl parquet split (``math500``), Hub-shaped files (the Hub call itself needs a network), local
 jsonl/json/parquet files with problem/answer, GSM8K-style answers, and the errors."""
 
 from __future__ import annotations
@@ -9,9 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from moalign.data import STEP_BY_STEP_SUFFIX, extract_gsm8k_answer, load_math_dataset, split_dataset, to_trl_rows
+from moalign.data import (
+    MATH500_DIR,
+    STEP_BY_STEP_SUFFIX,
+    extract_gsm8k_answer,
+    load_math_dataset,
+    split_dataset,
+    to_trl_rows,
+)
 
-MATH500 = Path(__file__).resolve().parents[2] / "shared" / "data" / "math500"
+MATH500 = MATH500_DIR
 SPLITS = ("train", "val", "test")
 
 
@@ -24,16 +31,14 @@ def cache_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def shared_raw():
+def shipped_raw():
     import pyarrow.parquet as pq
 
-    if not MATH500.exists():
-        pytest.skip(f"{MATH500} not present")
     return {s: pq.read_table(MATH500 / f"{s}.parquet").to_pylist() for s in SPLITS}
 
 
 @pytest.fixture(scope="module")
-def shared(shared_raw, cache_dir):
+def shipped(shipped_raw, cache_dir):
     return load_math_dataset(str(MATH500), cache_dir=cache_dir)
 
 
@@ -46,10 +51,10 @@ def test_doctests():
     assert result.failed == 0 and result.attempted > 0
 
 
-def test_verl_parquet_directory(shared, shared_raw):
-    assert {k: len(v) for k, v in shared.items()} == {"train": 300, "val": 100, "test": 100}
+def test_verl_parquet_directory(shipped, shipped_raw):
+    assert {k: len(v) for k, v in shipped.items()} == {"train": 300, "val": 100, "test": 100}
     for split in SPLITS:
-        ds, raw = shared[split], shared_raw[split]
+        ds, raw = shipped[split], shipped_raw[split]
         assert ds["unique_id"] == [r["unique_id"] for r in raw]  # order kept
         for row, src in zip(ds, raw):
             assert row["prompt"] == src["prompt"]  # verl prompts are kept as they are...
@@ -60,7 +65,31 @@ def test_verl_parquet_directory(shared, shared_raw):
             assert row["level"] == src["level"]
 
 
-def _hub_rows_in_original_order(shared_raw):
+def test_short_name_is_the_shipped_copy(shipped, cache_dir, tmp_path, monkeypatch):
+    """``math500`` (any case) reads the parquet files inside the package, whatever the working directory; a local
+    directory of that name is still reachable with an explicit path."""
+    import hashlib
+    import re
+
+    monkeypatch.chdir(tmp_path)
+    by_name = load_math_dataset("Math500", cache_dir=cache_dir)
+    assert all(by_name[s]["unique_id"] == shipped[s]["unique_id"] for s in SPLITS)
+    assert all(by_name[s]["answer"] == shipped[s]["answer"] for s in SPLITS)
+    (tmp_path / "math500").mkdir()
+    (tmp_path / "math500" / "test.jsonl").write_text(json.dumps({"problem": "1+1?", "answer": "2"}) + "\n")
+    with pytest.raises(ValueError, match="cannot split 1 rows"):
+        load_math_dataset("./math500", cache_dir=cache_dir)
+
+    # The files are the ones the README next to them describes (checksums), and its MIT notice is there.
+    readme = (MATH500 / "README.md").read_text()
+    listed = dict((name, digest) for digest, name in re.findall(r"^([0-9a-f]{64})  (\w+\.parquet)$", readme, re.M))
+    assert set(listed) == {f"{s}.parquet" for s in SPLITS}
+    for name, digest in listed.items():
+        assert hashlib.sha256((MATH500 / name).read_bytes()).hexdigest() == digest, name
+    assert "MIT License" in readme and "Copyright (c) 2021 Dan Hendrycks" in readme
+
+
+def _hub_rows_in_original_order(shipped_raw):
     """Undo the reference split with numpy alone: MATH-500 rows in their Hub order, with the Hub's columns.
 
     ``Dataset.train_test_split(test_size=t, seed=s)`` takes ``perm = np.random.default_rng(s).permutation(n)``, test =
@@ -73,7 +102,7 @@ def _hub_rows_in_original_order(shared_raw):
     original: list[dict | None] = [None] * 500
     for split, idx in (("train", train_idx), ("val", val_idx), ("test", test_idx)):
         for pos, o in enumerate(idx):
-            r = shared_raw[split][pos]
+            r = shipped_raw[split][pos]
             problem = r["prompt"][0]["content"][: -len(STEP_BY_STEP_SUFFIX) - 1]
             original[o] = {"problem": problem, "solution": r["solution"], "answer": r["reward_model"]["ground_truth"],
                            "subject": r["subject"], "level": r["level"], "unique_id": r["unique_id"]}
@@ -81,22 +110,22 @@ def _hub_rows_in_original_order(shared_raw):
     return original
 
 
-def test_hub_shaped_math500_reproduces_the_shared_split(tmp_path, shared_raw, cache_dir):
+def test_hub_shaped_math500_reproduces_the_shipped_split(tmp_path, shipped_raw, cache_dir):
     """MATH-500 in its Hub schema and order (a local parquet standing in for ``load_dataset("HuggingFaceH4/MATH-500")``,
-    which has only a 500-row ``test`` split) is split exactly like the shared verl files: same rows, same order."""
+    which has only a 500-row ``test`` split) is split exactly like the shipped verl files: same rows, same order."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows = _hub_rows_in_original_order(shared_raw)
+    rows = _hub_rows_in_original_order(shipped_raw)
     assert rows[0]["unique_id"] == "test/precalculus/807.json"  # MATH-500's first problem on the Hub
     path = tmp_path / "MATH-500-test.parquet"
     pq.write_table(pa.Table.from_pylist(rows), path)
 
     splits = load_math_dataset(str(path), cache_dir=cache_dir)
     for split in SPLITS:
-        assert splits[split]["unique_id"] == [r["unique_id"] for r in shared_raw[split]], split
-        assert splits[split]["prompt"] == [r["prompt"] for r in shared_raw[split]], split
-        assert splits[split]["answer"] == [r["reward_model"]["ground_truth"] for r in shared_raw[split]], split
+        assert splits[split]["unique_id"] == [r["unique_id"] for r in shipped_raw[split]], split
+        assert splits[split]["prompt"] == [r["prompt"] for r in shipped_raw[split]], split
+        assert splits[split]["answer"] == [r["reward_model"]["ground_truth"] for r in shipped_raw[split]], split
     ids = {k: set(v["unique_id"]) for k, v in splits.items()}
     assert len(ids["train"] | ids["val"] | ids["test"]) == 500
 
@@ -109,7 +138,7 @@ def test_hub_shaped_math500_reproduces_the_shared_split(tmp_path, shared_raw, ca
     assert {k: len(v) for k, v in other.items()} == {"train": 300, "val": 100, "test": 100}
 
 
-def test_hub_name_goes_through_load_dataset(monkeypatch, shared_raw):
+def test_hub_name_goes_through_load_dataset(monkeypatch, shipped_raw):
     """No network in tests: stand in for the Hub with the same rows and check what the loader asks for."""
     import datasets
 
@@ -117,12 +146,12 @@ def test_hub_name_goes_through_load_dataset(monkeypatch, shared_raw):
 
     def fake_load_dataset(path, name=None, **kwargs):
         calls.append((path, name, kwargs))
-        return datasets.DatasetDict({"test": datasets.Dataset.from_list(_hub_rows_in_original_order(shared_raw))})
+        return datasets.DatasetDict({"test": datasets.Dataset.from_list(_hub_rows_in_original_order(shipped_raw))})
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     splits = load_math_dataset("HuggingFaceH4/MATH-500", revision="main")
     assert calls == [("HuggingFaceH4/MATH-500", None, {"revision": "main"})]
-    assert all(splits[s]["unique_id"] == [r["unique_id"] for r in shared_raw[s]] for s in SPLITS)
+    assert all(splits[s]["unique_id"] == [r["unique_id"] for r in shipped_raw[s]] for s in SPLITS)
 
 
 def test_local_jsonl_problem_answer(tmp_path, cache_dir):
@@ -176,11 +205,11 @@ def test_gsm8k_style_answers(tmp_path, cache_dir):
     assert extract_gsm8k_answer("x\n#### -3.5 ") == "-3.5" and extract_gsm8k_answer("no marker") is None
 
 
-def test_rows_feed_accuracy(shared):
+def test_rows_feed_accuracy(shipped):
     """The loaded rows are what the objectives read: ``answer`` (and the kept ``solution``)."""
     from moalign.objectives import Accuracy
 
-    val = shared["val"]
+    val = shipped["val"]
     columns = {k: val[k] for k in ("answer", "solution")}
     completions = [[{"role": "assistant", "content": s}] for s in val["solution"]]
     assert Accuracy()(completions, prompts=val["prompt"], **columns) == [1.0] * len(val)
@@ -200,7 +229,7 @@ def test_missing_columns_error_names_them_and_the_fix(tmp_path, cache_dir):
         load_math_dataset(str(path), problem_column="question_text", cache_dir=cache_dir)
 
 
-def test_other_errors(tmp_path, shared, cache_dir):
+def test_other_errors(tmp_path, shipped, cache_dir):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_math_dataset(str(tmp_path / "nope.jsonl"))
     with pytest.raises(ValueError, match="split='dev2' is not one of train, val, test"):
@@ -208,8 +237,8 @@ def test_other_errors(tmp_path, shared, cache_dir):
     with pytest.raises(ValueError, match="holds no .parquet"):
         load_math_dataset(str(tmp_path))
     with pytest.raises(ValueError, match="split_sizes"):
-        split_dataset(shared["train"], split_sizes=(0.5, 0.5))
+        split_dataset(shipped["train"], split_sizes=(0.5, 0.5))
     with pytest.raises(ValueError, match="need 600 rows but the dataset has 300"):
-        split_dataset(shared["train"], split_sizes=(400, 100, 100))
+        split_dataset(shipped["train"], split_sizes=(400, 100, 100))
     with pytest.raises(ValueError, match="expected a datasets.Dataset"):
         to_trl_rows([{"problem": "x", "answer": "1"}])

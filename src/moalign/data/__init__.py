@@ -4,6 +4,22 @@ See ``docs/objectives.md`` ("Datasets") and :mod:`moalign.data.math`. The synthe
 :mod:`moalign.data.synthetic`.
 """
 
-from .math import STEP_BY_STEP_SUFFIX, extract_gsm8k_answer, load_math_dataset, split_dataset, to_trl_rows
+from .math import (
+    MATH500_DIR,
+    SHIPPED_DATASETS,
+    STEP_BY_STEP_SUFFIX,
+    extract_gsm8k_answer,
+    load_math_dataset,
+    split_dataset,
+    to_trl_rows,
+)
 
-__all__ = ["STEP_BY_STEP_SUFFIX", "extract_gsm8k_answer", "load_math_dataset", "split_dataset", "to_trl_rows"]
+__all__ = [
+    "MATH500_DIR",
+    "SHIPPED_DATASETS",
+    "STEP_BY_STEP_SUFFIX",
+    "extract_gsm8k_answer",
+    "load_math_dataset",
+    "split_dataset",
+    "to_trl_rows",
+]

@@ -8,14 +8,16 @@ Every loader returns rows with
 * ``problem`` and every other column of the source (``solution``, ``subject``, ``level``, ``unique_id``...).
 
 Sources (:func:`load_math_dataset`): a Hub name (``load_dataset(name)``), a directory of per-split files
-(``train/val/test`` ``.parquet``/``.jsonl``/``.json``, e.g. the verl export in ``shared/data/math500``), or one local
-``.parquet``/``.jsonl``/``.json`` file. Everything goes through ``datasets.load_dataset``.
+(``train/val/test`` ``.parquet``/``.jsonl``/``.json``, e.g. a verl export), one local ``.parquet``/``.jsonl``/``.json``
+file, or a short name of a dataset shipped inside the package: ``math500`` is the Math500 split below, as verl parquet
+files in ``moalign/data/math500/`` (:data:`MATH500_DIR`; MIT licence notice beside them). Everything goes through
+``datasets.load_dataset``.
 
 Splits: ``train``, ``val`` and ``test``. A source with a single split (the Hub's ``HuggingFaceH4/MATH-500`` has only
 its 500-row ``test`` split; a single local file) is split the way the reference code of arXiv 2509.11452 split
 Math500 -- ``ds.train_test_split(test_size=0.4, seed=42)``, then the 40 % part ``.train_test_split(test_size=0.5,
 seed=42)`` whose first part becomes ``test`` and second part ``val`` -- which gives 300/100/100 rows for Math500,
-identical (rows and order) to the verl parquet files shipped in ``shared/data/math500``. A source with ``train`` and
+identical (rows and order) to the verl parquet files shipped as ``math500``. A source with ``train`` and
 ``test`` only (MATH-lighteval, GSM8K) gets a ``val`` split of ``val_size`` rows cut from ``train`` with the same seed.
 """
 
@@ -28,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "MATH500_DIR",
+    "SHIPPED_DATASETS",
     "STEP_BY_STEP_SUFFIX",
     "extract_gsm8k_answer",
     "load_math_dataset",
@@ -38,6 +42,12 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 STEP_BY_STEP_SUFFIX = "Let's think step by step and output the final answer within \\boxed{}."
+
+MATH500_DIR = Path(__file__).resolve().parent / "math500"
+"""The shipped Math500 split: ``train.parquet`` (300 rows), ``val.parquet`` (100), ``test.parquet`` (100), verl schema."""
+
+SHIPPED_DATASETS = {"math500": MATH500_DIR}
+"""Short names accepted by :func:`load_math_dataset` (and ``dataset:`` in configs) for data shipped in the package."""
 
 _FILE_FORMATS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
 _SPLIT_ALIASES = {"validation": "val", "valid": "val", "dev": "val", "eval": "val"}
@@ -215,7 +225,7 @@ def _load_raw(source: str, subset: str | None, revision: str | None, cache_dir: 
     """``datasets.load_dataset`` on a Hub name, a directory of per-split files or one file -> ``DatasetDict``."""
     from datasets import DatasetDict, load_dataset
 
-    path = Path(source).expanduser()
+    path = SHIPPED_DATASETS.get(source.lower()) or Path(source).expanduser()
     kwargs: dict[str, Any] = {"cache_dir": cache_dir} if cache_dir else {}
     if path.is_dir():
         files: dict[str, str] = {}
@@ -261,9 +271,11 @@ def load_math_dataset(
     """A math dataset as TRL-ready ``train``/``val``/``test`` splits (a ``datasets.DatasetDict``).
 
     Parameters:
-        source: Hub name (``HuggingFaceH4/MATH-500``, ``DigitalLearningGmbH/MATH-lighteval``, ``openai/gsm8k`` with
-            ``subset="main"``), a directory of per-split files (``train/val/test.parquet``; ``validation`` is read as
-            ``val``), or one ``.parquet``/``.jsonl``/``.json``/``.csv`` file.
+        source: ``math500`` (the shipped split, see :data:`SHIPPED_DATASETS`), a Hub name (``HuggingFaceH4/MATH-500``,
+            ``DigitalLearningGmbH/MATH-lighteval``, ``openai/gsm8k`` with ``subset="main"``), a directory of
+            per-split files (``train/val/test.parquet``; ``validation`` is read as ``val``), or one
+            ``.parquet``/``.jsonl``/``.json``/``.csv`` file. A local directory named like a short name is read with
+            an explicit path (``./math500``).
         split: return only this split (a ``datasets.Dataset``).
         seed: seed of the deterministic splits (42 as in the reference code).
         problem_column / answer_column: column names when they differ from ``problem``/``question`` and ``answer``.
