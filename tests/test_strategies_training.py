@@ -215,7 +215,9 @@ CASES: dict[str, Case] = {
     "hypervolume": Case("hypervolume", {"point_source": "train_batch"}, steps=4, kind="meta_reward", seed=4),
     "hypervolume_reward": Case("hypervolume", {"point_source": "train_batch", "apply_to": "reward"}, steps=4,
                                kind="meta_reward", seed=4),
-    "gradient": Case("gradient", {"mu": 1e-3}, "rloo", steps=3),  # lr/mu = 10: measurable, no underflow
+    # unit-normalised influences lie in [-1, 3]; lr/mu = 1 moves log-weights measurably without collapsing them
+    "gradient": Case("gradient", {"mu": 1e-2}, "rloo", steps=3),
+    "gradient_raw": Case("gradient", {"mu": 1e-3, "normalize": "none"}, "rloo", steps=3),  # lr/mu = 10
     "ctwa": Case("ctwa", {}),
     "lagrangian": Case("lagrangian", {}),
     "tchebycheff": Case("tchebycheff", {}, kind="nonlinear"),
@@ -334,15 +336,26 @@ def test_strategy_trains_and_changes_the_update(run_case, case_id):
 # ---------------------------------------------------------------------------------------------------------------------
 # 2. gradient (arXiv 2509.11452 §5, Eq. 3): weights follow the influences I = G·1
 # ---------------------------------------------------------------------------------------------------------------------
-def test_gradient_weights_move_in_the_direction_of_the_influences(run_case):
-    """Each step ``Δ log w = (η_t/μ)·I + const``, ``I = G·1``: the most influential objective gains the most."""
-    run = run_case("gradient")
-    mu = CASES["gradient"].params["mu"]
+@pytest.mark.parametrize("case_id", ["gradient", "gradient_raw"])
+def test_gradient_weights_move_in_the_direction_of_the_influences(run_case, case_id):
+    """Each step ``Δ log w = (η_t/μ)·I + const``, ``I = Ĝ·1``: the most influential objective gains the most.
+
+    ``gradient`` (default ``normalize="unit"``): ``I_i = Σ_k cos(∇J_i, ∇J_k)``, recomputed here from the trainer's
+    Gram entry by entry; ``gradient_raw``: ``I = G·1``."""
+    run = run_case(case_id)
+    mu = CASES[case_id].params["mu"]
     w = np.vstack([UNIFORM, run.logged("weights")])  # w_0 uniform, then the weights of steps 1..T
     for t, (line, rec) in enumerate(zip(run.steps, run.records), start=1):
-        ctx = f"seed={SEED} step={t}"
+        ctx = f"seed={SEED} step={t} {case_id}"
         influence = np.array([line["strategy"][f"influence/{n}"] for n in OBJ])
-        np.testing.assert_allclose(influence, rec.gram @ np.ones(K), rtol=1e-9, atol=1e-12, err_msg=ctx)  # I = G·1
+        if CASES[case_id].params.get("normalize") == "none":
+            expected = rec.gram @ np.ones(K)  # I = G·1
+        else:
+            expected = np.array([sum(rec.gram[i, j] / math.sqrt(rec.gram[i, i] * rec.gram[j, j]) for j in range(K))
+                                 for i in range(K)])
+        np.testing.assert_allclose(influence, expected, rtol=1e-9, atol=1e-12, err_msg=ctx)
+        logged_change = np.array([line["strategy"][f"log_weight_change/{n}"] for n in OBJ])
+        np.testing.assert_allclose(logged_change, np.log(w[t]) - np.log(w[t - 1]), atol=1e-9, err_msg=ctx)
         delta = np.log(w[t]) - np.log(w[t - 1])  # log w_new − log w_old
         # mirror descent: Δlog w = (η_t/μ)·I − const (the softmax normaliser), η_t the step's learning rate
         residual = delta - line["lr"] / mu * influence

@@ -32,7 +32,7 @@ def _paper_update(w, gram, lr, mu):
 
 
 def test_hand_computed_three_steps():
-    g = weighting.build("gradient", 3, NAMES, mu=1e-5)
+    g = weighting.build("gradient", 3, NAMES, mu=1e-5, normalize="none")
     for t in range(1, 4):
         g.before_update(_stats(G_HAND, lr=1e-6, step=t - 1))
         # η/μ = 0.1 per step and G is constant, so after t steps w_i ∝ exp(0.1·t·I_i) with I = [3, 4, 1].
@@ -51,7 +51,7 @@ def test_matches_numpy_transcription_over_steps(seed):
     rng = np.random.default_rng(seed)
     k, steps, lr0, mu = 4, 20, 1e-6, 1e-5
     w0 = rng.random(k) + 0.1
-    g = Gradient(k, mu=mu, initial_weights=w0.tolist())
+    g = Gradient(k, mu=mu, initial_weights=w0.tolist(), normalize="none")
     w_ref = w0 / w0.sum()
     for t in range(steps):
         jac = rng.normal(size=(k, 7)) * 0.5  # per-objective gradients (K, P)
@@ -64,7 +64,7 @@ def test_matches_numpy_transcription_over_steps(seed):
 
 
 def test_larger_influence_gains_weight():
-    g = Gradient(3, mu=1e-5)
+    g = Gradient(3, mu=1e-5, normalize="none")
     g.before_update(_stats(G_HAND, lr=1e-6))
     w = g.weights()
     assert w[1] > w[0] > 1 / 3 > w[2]  # I = [3, 4, 1]
@@ -102,7 +102,7 @@ def test_non_finite_lr_is_skipped():
 
 
 def test_large_steps_are_stable_and_underflow_is_skipped():
-    g = Gradient(3, mu=1e-5)
+    g = Gradient(3, mu=1e-5, normalize="none")
     g.before_update(_stats(G_HAND * 1e3, lr=1e-6))  # exp(400) overflows float64; log-space softmax does not
     w = g.weights()
     assert np.all(np.isfinite(w)) and np.all(w > 0) and math.isclose(w.sum(), 1.0)
@@ -114,7 +114,7 @@ def test_large_steps_are_stable_and_underflow_is_skipped():
 
 
 def test_max_weight_ratio_enforced():
-    free, bounded = Gradient(3, mu=1e-5), Gradient(3, mu=1e-5, max_weight_ratio=4.0)
+    free, bounded = Gradient(3, mu=1e-5, normalize="none"), Gradient(3, mu=1e-5, max_weight_ratio=4.0, normalize="none")
     for t in range(10):
         free.before_update(_stats(G_HAND, lr=1e-6, step=t))
         bounded.before_update(_stats(G_HAND, lr=1e-6, step=t))
@@ -172,9 +172,13 @@ def test_contract():
 
 
 def test_repr_pinned():
-    assert repr(Gradient(3)) == "Gradient(mu=1e-05, initial_weights=None, max_weight_ratio=None, eta_scale=1.0)"
-    assert repr(Gradient(2, mu=1e-4, initial_weights=[1, 3], max_weight_ratio=5, eta_scale=0.5)) == (
-        "Gradient(mu=0.0001, initial_weights=[1.0, 3.0], max_weight_ratio=5.0, eta_scale=0.5)"
+    assert repr(Gradient(3)) == (
+        "Gradient(mu=1e-05, initial_weights=None, max_weight_ratio=None, eta_scale=1.0, normalize='unit', "
+        "max_grad_norm=1.0)"
+    )
+    assert repr(Gradient(2, mu=1e-4, initial_weights=[1, 3], max_weight_ratio=5, eta_scale=0.5, normalize="clip")) == (
+        "Gradient(mu=0.0001, initial_weights=[1.0, 3.0], max_weight_ratio=5.0, eta_scale=0.5, normalize='clip', "
+        "max_grad_norm=1.0)"
     )
 
 
@@ -225,3 +229,68 @@ def test_linearity_holds_matches_the_estimators(estimator, scale):
     a_scalar = compute_advantages(r @ w, estimator, 4, scale)
     a_sum = compute_advantages(r, estimator, 4, scale) @ w
     assert torch.allclose(a_scalar, a_sum, atol=1e-5) == linearity_holds(estimator, scale)
+
+
+# -- per-objective normalisation (the reference code's scale) ------------------------------------------------------------
+def _normalised_influence_from_vectors(jac: np.ndarray, normalize: str, max_norm: float = 1.0) -> np.ndarray:
+    """Independent computation: scale each gradient VECTOR, then I_i = <ĝ_i, Σ_k ĝ_k> (no Gram algebra)."""
+    rows = []
+    for g in jac:
+        n = float(np.linalg.norm(g))
+        if n == 0:
+            rows.append(np.zeros_like(g))
+        elif normalize == "unit":
+            rows.append(g / n)
+        elif normalize == "clip":
+            rows.append(g * min(1.0, max_norm / n))  # torch.nn.utils.clip_grad_norm_ on one objective's gradient
+        else:
+            rows.append(g)
+    hat = np.stack(rows)
+    return np.array([hat[i] @ hat.sum(axis=0) for i in range(len(hat))])
+
+
+@pytest.mark.parametrize("normalize", ["unit", "clip", "none"])
+@pytest.mark.parametrize("seed", range(3))
+def test_normalised_influence_matches_vector_computation(normalize, seed):
+    rng = np.random.default_rng(seed)
+    k, mu, lr = 4, 1e-5, 1e-6
+    g = Gradient(k, mu=mu, normalize=normalize, max_grad_norm=0.7)
+    w = np.full(k, 1 / k)
+    for t in range(6):
+        jac = rng.normal(size=(k, 50)) * rng.choice([0.01, 0.1, 3.0], size=(k, 1))  # norms from ≪1 to ≫1
+        jac[rng.integers(k)] *= 0 if t == 3 else 1  # a step where one objective has no gradient
+        influence = _normalised_influence_from_vectors(jac, normalize, 0.7)
+        g.before_update(_stats(jac @ jac.T, lr, step=t, k=k))
+        m = g.metrics()
+        got = np.array([m[f"influence/{n}"] for n in g.objective_names])
+        np.testing.assert_allclose(got, influence, rtol=1e-9, atol=1e-12, err_msg=f"seed={seed} step={t}")
+        w_new = w * np.exp(lr * influence / mu)
+        w_new /= w_new.sum()
+        np.testing.assert_allclose(g.weights(), w_new, rtol=1e-9, err_msg=f"seed={seed} step={t}")
+        change = np.array([m[f"log_weight_change/{n}"] for n in g.objective_names])
+        np.testing.assert_allclose(change, np.log(w_new) - np.log(w), atol=1e-12)
+        w = w_new
+
+
+def test_unit_normalisation_ignores_gradient_scale_and_rewards_alignment():
+    """Under ``unit`` only directions matter: scaling one objective's gradient by 1000 changes nothing, and the
+    objective that conflicts with the others (negative cosine) loses weight even when its raw gradient is largest."""
+    a, b = np.array([1.0, 0.0, 0.0]), np.array([0.8, 0.6, 0.0])
+    conflict = np.array([-50.0, 0.0, 5.0])  # large, opposed to a and b
+    jac = np.stack([a, b, conflict])
+    unit, raw = Gradient(3, mu=1.0, normalize="unit"), Gradient(3, mu=1.0, normalize="none")
+    unit.before_update(_stats(jac @ jac.T, lr=0.1))
+    raw.before_update(_stats(jac @ jac.T, lr=0.1))
+    assert int(np.argmin(unit.weights())) == 2  # the conflicting objective loses weight
+    assert int(np.argmax(raw.weights())) == 2  # the raw self-term ‖g‖² makes it win instead
+    scaled = jac * np.array([[1000.0], [1.0], [1.0]])
+    again = Gradient(3, mu=1.0, normalize="unit")
+    again.before_update(_stats(scaled @ scaled.T, lr=0.1))
+    np.testing.assert_allclose(again.weights(), unit.weights(), rtol=1e-12)
+
+
+def test_bad_normalize_raises():
+    with pytest.raises(ValueError, match="normalize must be one of unit, clip, none"):
+        Gradient(3, normalize="l2")
+    with pytest.raises(ValueError, match="max_grad_norm must be a positive number"):
+        Gradient(3, normalize="clip", max_grad_norm=0)

@@ -4,21 +4,40 @@
 arXiv 2509.11452), §5, Eq. 3 and Algorithm 2. At every RL step, after the per-objective policy gradients
 ``∇J_k`` of the batch are known and before the policy update:
 
-    I_i = <∇J_i, Σ_k ∇J_k> = (G·1)_i                                     (gradient influence)
+    ĝ_k = c_k·∇J_k                                                       (per-objective normalisation, below)
+    I_i = <ĝ_i, Σ_k ĝ_k> = (Ĝ·1)_i,  Ĝ_ij = c_i c_j G_ij                 (gradient influence)
     w ← normalize(w ⊙ exp(η_t·I/μ)) = softmax(log w + η_t·I/μ)         (Eq. 3, computed in log space)
 
 ``G`` is the ``(K, K)`` Gram matrix of the per-objective gradients (``G_ij = <∇J_i, ∇J_j>``); an objective whose
 gradient is aligned with the sum of all of them (large influence ``I_i``) gains weight. The new weights scalarize
 this same batch (Algorithm 2, lines 9-14: the trainer calls :meth:`before_update` and then :meth:`weights`).
 
+Scale (``normalize``). The paper's μ was tuned on normalised gradients: the authors' code sums the micro-batch
+losses and clips each objective's gradient to norm 1 (FSDP ``clip_grad_norm_``, max 1.0) before forming ``G``, so
+``|I_i| ≲ K`` and ``η/μ = 0.1`` moves log-weights by up to ≈ 0.3 a step. The raw Gram of a mean loss is 10-100×
+smaller on small models and depends on batch size, rank count and loss normalisation, so μ would need retuning
+for each. The normalisation is computed from ``G`` alone (no extra gradient pass):
+
+* ``unit`` (default, ours): ``c_k = 1/‖∇J_k‖`` over the probed parameters: ``Ĝ`` is the cosine matrix,
+  ``I_i = 1 + Σ_{k≠i} cos(∇J_i, ∇J_k)``. The self-term is equal for all objectives, so only the *alignment* with
+  the others moves the weights, and the step size no longer depends on the batch, the loss scale or the model.
+* ``clip`` (the reference code): ``c_k = min(1, max_grad_norm/‖∇J_k‖)``, clipping each objective's gradient at
+  norm ``max_grad_norm`` (1.0). The reference clips over the whole model, then restricts to the probed layers;
+  here the norm is the probed subset's (the Gram sees no other parameters), so its ``I`` is ≥ the reference's.
+* ``none``: ``c_k = 1``, the first version of this project (raw Gram; includes the self-term ``‖∇J_i‖²``, so the
+  objective with the largest raw gradient gains weight).
+
+An objective with a zero gradient (no advantage signal on this batch) has ``ĝ_k = 0`` under every option.
+
 =================  ===============================  ============================================================
 symbol             parameter                        paper value
 =================  ===============================  ============================================================
 ``w_0``            ``initial_weights``              uniform ``1/K``
-``μ``              ``mu``                           ``1e-5`` (Qwen3-8B, Math500); ``1e-4`` for other models and
-                                                    datasets
+``μ``              ``mu``                           ``1e-5`` (Qwen3-8B, Math500, lr 1e-6); ``1e-4`` for other
+                                                    models and datasets
 ``η_t``            ``stats.lr`` × ``eta_scale``     the policy learning rate at step ``t`` (polynomial decay,
                                                     power 1.03, done by the trainer's scheduler); scale 1.0
+``c_k``            ``normalize``, ``max_grad_norm`` reference code: clip to norm 1.0 (``clip``); default ``unit``
 ``G``              ``stats.gram``                   gradients restricted to middle decoder layers (Qwen3-8B:
                                                     10-25) -- a trainer setting
 =================  ===============================  ============================================================
@@ -27,9 +46,10 @@ Trainer settings of the paper (not parameters of this class): PPO clipping disab
 the objective stays linear in the weights, polynomial LR decay with power 1.03, target layers for ``G``.
 
 Theorem 5.2 of the paper bounds ``max(w) / min(w)`` when ``Σ_t η_t / μ`` converges; :meth:`metrics` reports
-``log_weight_ratio`` and ``sum_eta_over_mu`` so the bound can be watched. ``max_weight_ratio`` (an extension, off
-by default) enforces such a bound directly by raising every weight to at least ``max(w) / ratio`` and renormalising
-(clipping the log-weights from below; the largest weight keeps its rank, the ratio becomes exactly ``ratio``).
+``log_weight_ratio`` and ``sum_eta_over_mu`` so the bound can be watched, and ``log_weight_change/<objective>``,
+the step's ``Δ log w``. ``max_weight_ratio`` (an extension, off by default) enforces such a bound directly by raising
+every weight to at least ``max(w) / ratio`` and renormalising (clipping the log-weights from below; the largest weight
+keeps its rank, the ratio becomes exactly ``ratio``).
 
 Numerical guard: a non-finite ``G``, influence, learning rate or update -- or an update that would underflow a
 weight to exactly 0, from which a multiplicative update never recovers -- keeps the previous weights and reports
@@ -47,9 +67,10 @@ import numpy as np
 from ..rl.advantages import is_linear
 from .base import StepStats, WeightingStrategy, _load_vector, check_weight_vector, register, softmax, require_gram
 
-__all__ = ["Gradient", "linearity_holds"]
+__all__ = ["Gradient", "NORMALIZATIONS", "linearity_holds", "normalized_gram"]
 
 _ESTIMATORS = ("grpo", "rloo", "reinforce")
+NORMALIZATIONS = ("unit", "clip", "none")
 _SCALES = ("group", "batch", "none")
 
 
@@ -86,8 +107,11 @@ class Gradient(WeightingStrategy):
             log-weights from below at ``log max(w) − log ratio`` (an extension; the paper bounds the ratio only
             through Theorem 5.2). Default: no bound.
         eta_scale: multiplier on the trainer's learning rate, ``η_t = eta_scale · stats.lr``. Default 1.0 (paper).
+        normalize: per-objective gradient normalisation before the influence: ``unit`` (default; cosine Gram),
+            ``clip`` (the reference code: clip each gradient at norm ``max_grad_norm``) or ``none`` (raw Gram).
+        max_grad_norm: the clip norm of ``normalize="clip"``. Reference: 1.0.
 
-    >>> g = Gradient(3, mu=1.0)
+    >>> g = Gradient(3, mu=1.0, normalize="none")
     >>> g.before_update(StepStats(0, np.zeros((1, 3)), np.zeros(1), np.zeros((1, 3)), lr=1.0,
     ...                           gram=np.diag([2.0, 1.0, 1.0])))
     >>> bool(g.weights()[0] > g.weights()[1])
@@ -104,6 +128,8 @@ class Gradient(WeightingStrategy):
         initial_weights: Sequence[float] | None = None,
         max_weight_ratio: float | None = None,
         eta_scale: float = 1.0,
+        normalize: str = "unit",
+        max_grad_norm: float = 1.0,
     ):
         super().__init__(num_objectives, objective_names)
         if not _is_real(mu) or not (math.isfinite(mu) and mu > 0):
@@ -117,6 +143,13 @@ class Gradient(WeightingStrategy):
                 f"strategy_params.max_weight_ratio must be a number > 1 (or null for no bound), "
                 f"but got {max_weight_ratio!r}"
             )
+        if normalize not in NORMALIZATIONS:
+            raise ValueError(
+                f"strategy_params.normalize must be one of {', '.join(NORMALIZATIONS)}, but got {normalize!r}"
+            )
+        if not _is_real(max_grad_norm) or not (math.isfinite(max_grad_norm) and max_grad_norm > 0):
+            raise ValueError(f"strategy_params.max_grad_norm must be a positive number, but got {max_grad_norm!r}")
+        self.normalize, self.max_grad_norm = normalize, float(max_grad_norm)
         self.mu, self.eta_scale = float(mu), float(eta_scale)
         self.max_weight_ratio = None if max_weight_ratio is None else float(max_weight_ratio)
         self._initial = None if initial_weights is None else list(map(float, initial_weights))
@@ -136,6 +169,7 @@ class Gradient(WeightingStrategy):
             )
         self._sum_eta_over_mu = 0.0
         self._influence: list[float] | None = None
+        self._log_weight_change: list[float] | None = None
         self._skipped = False
 
     def before_update(self, stats: StepStats) -> None:
@@ -145,7 +179,7 @@ class Gradient(WeightingStrategy):
         self._skipped = True
         if not (np.all(np.isfinite(G)) and math.isfinite(eta)):
             return
-        I = G @ np.ones(K)  # (K,) I_i = <∇J_i, Σ_k ∇J_k>
+        I = normalized_gram(G, self.normalize, self.max_grad_norm) @ np.ones(K)  # (K,) I_i = <ĝ_i, Σ_k ĝ_k>
         with np.errstate(all="ignore"):
             logits = np.log(self._w) + eta * I / self.mu
             w = softmax(logits)  # normalize(w ⊙ exp(η I / μ)), stable
@@ -156,6 +190,7 @@ class Gradient(WeightingStrategy):
             w = w / w.sum()
         if not np.all(w > 0):  # an underflowed weight would stay 0 forever and make the ratio infinite
             return
+        self._log_weight_change = (np.log(w) - np.log(self._w)).tolist()
         self._set_weights(w)
         self._influence = I.tolist()
         self._sum_eta_over_mu += eta / self.mu
@@ -169,6 +204,9 @@ class Gradient(WeightingStrategy):
         }
         if self._influence is not None:
             out.update({f"influence/{n}": v for n, v in zip(self.objective_names, self._influence, strict=True)})
+        if self._log_weight_change is not None:
+            out.update({f"log_weight_change/{n}": v
+                        for n, v in zip(self.objective_names, self._log_weight_change, strict=True)})
         return out
 
     def state_dict(self) -> dict[str, Any]:
@@ -176,6 +214,7 @@ class Gradient(WeightingStrategy):
             "weights": self._w.tolist(),
             "sum_eta_over_mu": self._sum_eta_over_mu,
             "influence": self._influence,
+            "log_weight_change": self._log_weight_change,
             "skipped": self._skipped,
         }
 
@@ -184,6 +223,8 @@ class Gradient(WeightingStrategy):
         self._sum_eta_over_mu = float(state.get("sum_eta_over_mu", 0.0))
         influence = state.get("influence")
         self._influence = None if influence is None else [float(v) for v in influence]
+        change = state.get("log_weight_change")
+        self._log_weight_change = None if change is None else [float(v) for v in change]
         self._skipped = bool(state.get("skipped", False))
 
     def hyperparameters(self) -> dict[str, Any]:
@@ -192,7 +233,35 @@ class Gradient(WeightingStrategy):
             "initial_weights": self._initial,
             "max_weight_ratio": self.max_weight_ratio,
             "eta_scale": self.eta_scale,
+            "normalize": self.normalize,
+            "max_grad_norm": self.max_grad_norm,
         }
+
+
+def normalized_gram(gram: np.ndarray, normalize: str = "unit", max_grad_norm: float = 1.0) -> np.ndarray:
+    """``Ĝ_ij = c_i c_j G_ij``: the Gram of the per-objective gradients after scaling each by ``c_k``.
+
+    ``unit``: ``c_k = 1/‖g_k‖`` (cosine matrix); ``clip``: ``c_k = min(1, max_grad_norm/‖g_k‖)``; ``none``: ``c_k = 1``.
+    ``‖g_k‖ = sqrt(G_kk)``; a zero gradient keeps ``c_k = 0`` contribution (its row and column stay 0).
+
+    >>> normalized_gram(np.array([[4.0, 2.0], [2.0, 9.0]])).round(4).tolist()
+    [[1.0, 0.3333], [0.3333, 1.0]]
+    >>> normalized_gram(np.array([[4.0, 2.0], [2.0, 0.25]]), "clip").tolist()  # norm 2 -> c = 0.5; norm 0.5 stays
+    [[1.0, 1.0], [1.0, 0.25]]
+    """
+    gram = (np.asarray(gram, dtype=np.float64) + np.asarray(gram, dtype=np.float64).T) / 2
+    if normalize == "none":
+        return gram
+    norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))  # (K,)
+    live = norms > 1e-12 * max(float(norms.max()), 1e-300)
+    safe = np.where(live, norms, 1.0)
+    if normalize == "unit":
+        c = np.where(live, 1.0 / safe, 0.0)
+    elif normalize == "clip":
+        c = np.where(live, np.minimum(1.0, max_grad_norm / safe), 0.0)
+    else:
+        raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, but got {normalize!r}")
+    return gram * np.outer(c, c)
 
 
 def _is_real(x: Any) -> bool:
