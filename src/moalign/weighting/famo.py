@@ -32,13 +32,12 @@ symbol   parameter           default
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from .base import StepStats, WeightingStrategy, _load_vector, register, softmax
+from .base import StateField, StepStats, WeightingStrategy, check_number, register, softmax
 
 __all__ = ["FAMO"]
 
@@ -48,6 +47,12 @@ _BETAS, _ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam defaults, as in the o
 @register("famo")
 class FAMO(WeightingStrategy):
     """FAMO logits learned from the change in reward-based log-losses; see the module docstring."""
+
+    state_fields = {
+        "weights": StateField("_w"), "logits": StateField("_xi"), "adam_m": StateField("_m"),
+        "adam_v": StateField("_v"), "adam_step": StateField("_t", "integer"),
+        "previous_losses": StateField("_prev", nullable=True),  # L(t−1); None before the first step
+    }
 
     def __init__(
         self,
@@ -59,14 +64,9 @@ class FAMO(WeightingStrategy):
         eps: float = 1e-3,
     ):
         super().__init__(num_objectives, objective_names)
-        for key, value, strict, paper in (("lr", lr, False, 0.025), ("weight_decay", weight_decay, False, 1e-3),
-                                          ("eps", eps, True, 1e-3)):
-            ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-            if not ok or not math.isfinite(value) or value < 0 or (strict and value == 0):
-                raise ValueError(
-                    f"strategy_params.{key} must be a {'positive' if strict else 'non-negative'} number, "
-                    f"but got {value!r} (default {paper})"
-                )
+        lr = check_number(lr, "strategy_params.lr", low=0, hint=" (default 0.025)")
+        weight_decay = check_number(weight_decay, "strategy_params.weight_decay", low=0, hint=" (default 0.001)")
+        eps = check_number(eps, "strategy_params.eps", low=0, low_open=True, hint=" (default 0.001)")
         if optimizer not in ("adam", "sgd"):
             raise ValueError(f"strategy_params.optimizer must be 'adam' or 'sgd', but got {optimizer!r}")
         self.lr, self.weight_decay, self.optimizer, self.eps = float(lr), float(weight_decay), optimizer, float(eps)
@@ -106,21 +106,6 @@ class FAMO(WeightingStrategy):
 
     def metrics(self) -> dict[str, float]:
         return dict(self._last)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"weights": self._w.tolist(), "logits": self._xi.tolist(), "adam_m": self._m.tolist(),
-                "adam_v": self._v.tolist(), "adam_step": self._t,
-                "previous_losses": None if self._prev is None else self._prev.tolist()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        k = self.num_objectives
-        self._w = _load_vector(state, "weights", k, self.name)
-        self._xi = _load_vector(state, "logits", k, self.name)
-        self._m = _load_vector(state, "adam_m", k, self.name)
-        self._v = _load_vector(state, "adam_v", k, self.name)
-        self._t = int(state.get("adam_step", 0))
-        prev = state.get("previous_losses")
-        self._prev = None if prev is None else _load_vector(state, "previous_losses", k, self.name)
 
     def hyperparameters(self) -> dict[str, Any]:
         return {"lr": self.lr, "weight_decay": self.weight_decay, "optimizer": self.optimizer, "eps": self.eps}

@@ -30,22 +30,14 @@ gradient norm only freezes that objective's own weight; the weights are floored 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from .base import StepStats, WeightingStrategy, _load_vector, register, require_gram
+from .base import StateField, StepStats, WeightingStrategy, check_number, register, require_gram
 
 __all__ = ["GradNorm"]
-
-
-def _positive(value: Any, key: str, default: float) -> float:
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"strategy_params.{key} must be a positive number, but got {value!r} (default {default})")
-    return float(value)
 
 
 @register("gradnorm")
@@ -53,6 +45,10 @@ class GradNorm(WeightingStrategy):
     """GradNorm weights from the Gram diagonal and reward-based losses; see the module docstring."""
 
     needs = frozenset({"gram"})
+    state_fields = {
+        "weights": StateField("_w"), "gradnorm_weights": StateField("_W"),  # W sums to K; weights() is W / K
+        "initial_losses": StateField("_L0", nullable=True),  # L(0); None before the first step
+    }
 
     def __init__(
         self,
@@ -64,11 +60,12 @@ class GradNorm(WeightingStrategy):
         scale_invariant: bool = True,
     ):
         super().__init__(num_objectives, objective_names)
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
-            raise ValueError(f"strategy_params.alpha must be a number >= 0, but got {alpha!r} (paper: 1.5)")
+        alpha = check_number(alpha, "strategy_params.alpha", low=0, hint=" (paper: 1.5)")
         if not isinstance(scale_invariant, bool):
             raise ValueError(f"strategy_params.scale_invariant must be true or false, but got {scale_invariant!r}")
-        self.alpha, self.lr, self.eps = float(alpha), _positive(lr, "lr", 0.025), _positive(eps, "eps", 1e-3)
+        self.alpha = alpha
+        self.lr = check_number(lr, "strategy_params.lr", low=0, low_open=True, hint=" (default 0.025)")
+        self.eps = check_number(eps, "strategy_params.eps", low=0, low_open=True, hint=" (default 0.001)")
         self.scale_invariant = scale_invariant
         self._W = np.ones(self.num_objectives)  # Σ W = K
         self._L0: np.ndarray | None = None
@@ -104,15 +101,8 @@ class GradNorm(WeightingStrategy):
     def metrics(self) -> dict[str, float]:
         return dict(self._last)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"weights": self._w.tolist(), "gradnorm_weights": self._W.tolist(),
-                "initial_losses": None if self._L0 is None else self._L0.tolist()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        k = self.num_objectives
-        self._W = _load_vector(state, "gradnorm_weights", k, self.name)
-        self._L0 = None if state.get("initial_losses") is None else _load_vector(state, "initial_losses", k, self.name)
-        self._w = self._W / k
+    def _state_loaded(self) -> None:
+        self._w = self._W / self.num_objectives
 
     def hyperparameters(self) -> dict[str, Any]:
         return {"alpha": self.alpha, "lr": self.lr, "eps": self.eps, "scale_invariant": self.scale_invariant}

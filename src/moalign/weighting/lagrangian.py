@@ -27,23 +27,14 @@ scale cancels, so ``(1, λ)/(1 + Σλ)`` would give the same update there. The d
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from .base import StepStats, WeightingStrategy, _load_vector, register
+from .base import StateField, StepStats, WeightingStrategy, check_number, check_vector, register
 
 __all__ = ["Lagrangian"]
-
-
-def _number(value: Any, key: str, minimum: float = 0.0, strict: bool = False) -> float:
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or value < minimum or (strict and value <= minimum):
-        bound = ">" if strict else ">="
-        raise ValueError(f"strategy_params.{key} must be a finite number {bound} {minimum}, but got {value!r}")
-    return float(value)
 
 
 @register("lagrangian")
@@ -64,6 +55,7 @@ class Lagrangian(WeightingStrategy):
     """
 
     on_simplex = False
+    state_fields = {"weights": StateField("_w"), "lambdas": StateField("_lam", length="num_constraints")}
 
     def __init__(
         self,
@@ -87,22 +79,19 @@ class Lagrangian(WeightingStrategy):
             )
         self.primary = int(primary)
         self._others = [j for j in range(k) if j != self.primary]
+        self.num_constraints = len(self._others)
         if isinstance(targets, (int, float, np.integer, np.floating)) and not isinstance(targets, bool):
-            t = np.full(len(self._others), float(targets))
+            t = np.full(self.num_constraints, check_number(targets, "strategy_params.targets"))
         else:
-            t = np.asarray(targets, dtype=np.float64).reshape(-1)
-            if t.size != len(self._others):
-                raise ValueError(
-                    f"strategy_params.targets has {t.size} entries but there are {len(self._others)} constraint "
-                    f"objectives ({', '.join(names[j] for j in self._others)}); give one target per non-primary "
-                    "objective in that order, or a single number for all"
-                )
-        if not np.all(np.isfinite(t)):
-            raise ValueError(f"strategy_params.targets must be finite, but got {t.tolist()}")
+            others = ", ".join(names[j] for j in self._others)
+            t = check_vector(targets, self.num_constraints, "strategy_params.targets",
+                             count=f"{self.num_constraints} constraint objectives ({others}) (or a single number "
+                                   "for all)")
         self.targets = t
-        self.dual_lr = _number(dual_lr, "dual_lr")
-        self.lambda_init = _number(lambda_init, "lambda_init")
-        self.lambda_max = None if lambda_max is None else _number(lambda_max, "lambda_max", strict=True)
+        self.dual_lr = check_number(dual_lr, "strategy_params.dual_lr", low=0)
+        self.lambda_init = check_number(lambda_init, "strategy_params.lambda_init", low=0)
+        self.lambda_max = None if lambda_max is None else check_number(
+            lambda_max, "strategy_params.lambda_max", low=0, low_open=True)
         if self.lambda_max is not None and self.lambda_init > self.lambda_max:
             raise ValueError(f"strategy_params.lambda_init ({lambda_init}) exceeds lambda_max ({lambda_max})")
         self._targets_arg = float(targets) if np.isscalar(targets) else t.tolist()
@@ -135,11 +124,7 @@ class Lagrangian(WeightingStrategy):
     def metrics(self) -> dict[str, float]:
         return dict(self._last)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"weights": self._w.tolist(), "lambdas": self._lam.tolist()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._lam = _load_vector(state, "lambdas", len(self._others), self.name)
+    def _state_loaded(self) -> None:
         self._w = self._compose()
 
     def hyperparameters(self) -> dict[str, Any]:

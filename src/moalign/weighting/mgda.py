@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import StepStats, WeightingStrategy, register, require_gram, live_gram
+from .base import StepStats, WeightingStrategy, check_number, live_gram, register, require_gram
 
 __all__ = ["MGDA", "min_norm_weights"]
 
@@ -93,12 +93,9 @@ class MGDA(WeightingStrategy):
                              "use strategy_params.solver: frank_wolfe")
         if not isinstance(normalize_gradients, bool):
             raise ValueError(f"strategy_params.normalize_gradients must be true or false, got {normalize_gradients!r}")
-        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not epsilon > 0:
-            raise ValueError(f"strategy_params.epsilon must be a positive number, but got {epsilon!r}")
-        if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
-            raise ValueError(f"strategy_params.max_iters must be a positive integer, but got {max_iters!r}")
         self.solver, self.normalize_gradients = solver, normalize_gradients
-        self.epsilon, self.max_iters = float(epsilon), max_iters
+        self.epsilon = check_number(epsilon, "strategy_params.epsilon", low=0, low_open=True, hint=" (default 0.001)")
+        self.max_iters = check_number(max_iters, "strategy_params.max_iters", low=1, integer=True, hint=" (default 100)")
         self._last: dict[str, float] = {"skipped": 0.0}
 
     def _solve(self, G: np.ndarray) -> np.ndarray:

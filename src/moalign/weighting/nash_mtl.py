@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import StepStats, WeightingStrategy, register, require_gram, live_gram
+from .base import StepStats, WeightingStrategy, check_number, live_gram, register, require_gram
 
 __all__ = ["NashMTL", "nash_bargaining_weights"]
 
@@ -80,9 +80,7 @@ class NashMTL(WeightingStrategy):
 
     def __init__(self, num_objectives: int, objective_names: Sequence[str] | None = None, ridge: float = 1e-8):
         super().__init__(num_objectives, objective_names)
-        if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not 0 <= ridge < 1:
-            raise ValueError(f"strategy_params.ridge must be a number in [0, 1), but got {ridge!r} (default 1e-8)")
-        self.ridge = float(ridge)
+        self.ridge = check_number(ridge, "strategy_params.ridge", low=0, high=1, high_open=True, hint=" (default 1e-8)")
         self._last: dict[str, float] = {"skipped": 0.0}
 
     def before_update(self, stats: StepStats) -> None:

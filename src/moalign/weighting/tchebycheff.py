@@ -35,13 +35,12 @@ different sequences; here the scalarization is per sequence (DESIGN.md, Referenc
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from .base import StepStats, WeightingStrategy, _load_vector, check_weight_vector, register
+from .base import StateField, StepStats, WeightingStrategy, check_number, check_vector, check_weight_vector, register
 
 __all__ = ["Tchebycheff"]
 
@@ -55,6 +54,12 @@ class Tchebycheff(WeightingStrategy):
     [-0.5, -0.25]
     """
 
+    state_fields = {
+        "weights": StateField("_w"),
+        "ideal": StateField("_ideal", nan_as_null=True),  # running max of the rewards; null: not seen yet
+        "lambda": StateField("_lam"),  # OMD-TCH dual weights
+    }
+
     def __init__(
         self,
         num_objectives: int,
@@ -67,12 +72,8 @@ class Tchebycheff(WeightingStrategy):
     ):
         super().__init__(num_objectives, objective_names)
         k = self.num_objectives
-        for key, value, strict in (("mu", mu, True), ("preference_lr", preference_lr, False)):
-            ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-            if not ok or not math.isfinite(value) or value < 0 or (strict and value == 0):
-                raise ValueError(
-                    f"strategy_params.{key} must be a finite number {'>' if strict else '>='} 0, but got {value!r}"
-                )
+        mu = check_number(mu, "strategy_params.mu", low=0, low_open=True, hint=" (default 0.1)")
+        preference_lr = check_number(preference_lr, "strategy_params.preference_lr", low=0, hint=" (default 0: off)")
         if not isinstance(smooth, bool):
             raise ValueError(f"strategy_params.smooth must be true or false, but got {smooth!r}")
         pref = np.full(k, 1.0 / k) if weights is None else check_weight_vector(weights, k, "strategy_params.weights")
@@ -80,13 +81,13 @@ class Tchebycheff(WeightingStrategy):
         self.mu, self.smooth, self.preference_lr = float(mu), smooth, float(preference_lr)
         self._fixed_ideal = None
         if ideal is not None:
-            z = np.asarray(ideal, dtype=np.float64).reshape(-1)
-            if z.size != k or not np.all(np.isfinite(z)):
+            try:
+                self._fixed_ideal = check_vector(ideal, k, "strategy_params.ideal", names=self.objective_names)
+            except ValueError as exc:
                 raise ValueError(
                     f"strategy_params.ideal must be {k} finite numbers (one per objective: "
-                    f"{', '.join(self.objective_names)}), but got {list(ideal)!r}"
-                )
-            self._fixed_ideal = z
+                    f"{', '.join(self.objective_names)}), but got {ideal!r}: {exc}"
+                ) from None
         self._args = {"weights": None if weights is None else [float(x) for x in weights],
                       "ideal": None if ideal is None else [float(x) for x in ideal]}
         self._ideal = np.full(k, np.nan) if ideal is None else self._fixed_ideal.copy()  # (K,) NaN: not seen yet
@@ -150,14 +151,7 @@ class Tchebycheff(WeightingStrategy):
     def metrics(self) -> dict[str, float]:
         return dict(self._last)
 
-    def state_dict(self) -> dict[str, Any]:
-        ideal = [None if not np.isfinite(z) else float(z) for z in self._ideal]  # JSON has no NaN
-        return {"weights": self._w.tolist(), "ideal": ideal, "lambda": self._lam.tolist()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._lam = _load_vector(state, "lambda", self.num_objectives, self.name)
-        ideal = [np.nan if z is None else z for z in state.get("ideal", [None] * self.num_objectives)]
-        self._ideal = _load_vector({"ideal": ideal}, "ideal", self.num_objectives, self.name)
+    def _state_loaded(self) -> None:
         if self._fixed_ideal is not None:
             self._ideal = self._fixed_ideal.copy()
         self._w = self._compose()
