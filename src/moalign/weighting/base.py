@@ -105,6 +105,8 @@ def _describe_range(low, high, low_open, high_open, integer) -> str:
     kind = "an integer" if integer else "a number"
     if low is not None and high is not None:
         return f"{kind} in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if low == 0 and not integer:
+        return "a positive number" if low_open else "a non-negative number"
     if low is not None:
         return f"{kind} {'>' if low_open else '>='} {low:g}"
     if high is not None:
@@ -132,7 +134,7 @@ def check_number(
     >>> check_number(0, "strategy_params.mu", low=0, low_open=True)
     Traceback (most recent call last):
     ...
-    ValueError: strategy_params.mu must be a number > 0, but got 0
+    ValueError: strategy_params.mu must be a positive number, but got 0
     """
     real = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
     ok = real and math.isfinite(value)
