@@ -107,7 +107,19 @@ def compute_advantages(
 
 
 def is_linear(estimator: str, scale_rewards: str) -> bool:
-    """Whether the estimator's advantage of ``Σ w_k r_k`` equals ``Σ w_k A_k`` (no std scaling)."""
+    """Whether the estimator's advantage of ``Σ w_k r_k`` equals ``Σ w_k A_k`` (no std scaling).
+
+    The gradient method of arXiv 2509.11452 (§5) assumes the gradient of the scalarized objective is
+    ``Σ_k w_k ∇J_k``. This holds for ``rloo`` (``scale_rewards`` does not apply to it), ``grpo`` and ``reinforce``
+    with ``scale_rewards="none"``; dividing by a standard deviation breaks it.
+
+    >>> is_linear("rloo", "group"), is_linear("grpo", "none"), is_linear("grpo", "group")
+    (True, True, False)
+    """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown advantage_estimator {estimator!r}; valid names: {', '.join(sorted(ESTIMATORS))}")
+    if scale_rewards not in ("group", "batch", "none"):
+        raise ValueError(f"scale_rewards must be 'group', 'batch' or 'none', but got {scale_rewards!r}")
     if estimator == "rloo":
         return True
     return scale_rewards == "none"

@@ -64,34 +64,20 @@ from typing import Any
 
 import numpy as np
 
-from ..rl.advantages import is_linear
-from .base import StepStats, WeightingStrategy, _load_vector, check_weight_vector, register, softmax, require_gram
+from .base import (
+    StateField,
+    StepStats,
+    WeightingStrategy,
+    check_number,
+    check_weight_vector,
+    register,
+    require_gram,
+    softmax,
+)
 
-__all__ = ["Gradient", "NORMALIZATIONS", "linearity_holds", "normalized_gram"]
+__all__ = ["Gradient", "NORMALIZATIONS", "normalized_gram"]
 
-_ESTIMATORS = ("grpo", "rloo", "reinforce")
 NORMALIZATIONS = ("unit", "clip", "none")
-_SCALES = ("group", "batch", "none")
-
-
-def linearity_holds(advantage_estimator: str, scale_rewards: str) -> bool:
-    """Whether the advantage of ``Σ_k w_k r_k`` equals ``Σ_k w_k A_k`` for this estimator and reward scaling.
-
-    The gradient method assumes the gradient of the scalarized objective is ``Σ_k w_k ∇J_k`` (§5). This holds for
-    ``rloo`` (``scale_rewards`` does not apply to it), ``grpo`` with ``scale_rewards="none"`` and ``reinforce`` with
-    ``scale_rewards="none"`` (batch-mean baseline); dividing by a standard deviation (``grpo`` with ``"group"`` or
-    ``"batch"``, REINFORCE++ batch whitening) breaks it.
-
-    >>> linearity_holds("rloo", "group"), linearity_holds("grpo", "none"), linearity_holds("grpo", "group")
-    (True, True, False)
-    """
-    if advantage_estimator not in _ESTIMATORS:
-        raise ValueError(
-            f"unknown advantage_estimator {advantage_estimator!r}; valid names: {', '.join(_ESTIMATORS)}"
-        )
-    if scale_rewards not in _SCALES:
-        raise ValueError(f"scale_rewards must be one of {', '.join(_SCALES)}, but got {scale_rewards!r}")
-    return is_linear(advantage_estimator, scale_rewards)
 
 
 @register("gradient")
@@ -119,6 +105,13 @@ class Gradient(WeightingStrategy):
     """
 
     needs = frozenset({"gram"})
+    state_fields = {
+        "weights": StateField("_w"),
+        "sum_eta_over_mu": StateField("_sum_eta_over_mu", "number"),  # Σ_t η_t/μ (Theorem 5.2)
+        "influence": StateField("_influence", nullable=True),  # last step's I (for metrics)
+        "log_weight_change": StateField("_log_weight_change", nullable=True),  # last step's Δ log w
+        "skipped": StateField("_skipped", "flag"),
+    }
 
     def __init__(
         self,
@@ -132,23 +125,17 @@ class Gradient(WeightingStrategy):
         max_grad_norm: float = 1.0,
     ):
         super().__init__(num_objectives, objective_names)
-        if not _is_real(mu) or not (math.isfinite(mu) and mu > 0):
-            raise ValueError(f"strategy_params.mu must be a positive number, but got {mu!r} (paper: 1e-5)")
-        if not _is_real(eta_scale) or not (math.isfinite(eta_scale) and eta_scale >= 0):
-            raise ValueError(f"strategy_params.eta_scale must be a non-negative number, but got {eta_scale!r}")
-        if max_weight_ratio is not None and (
-            not _is_real(max_weight_ratio) or not (math.isfinite(max_weight_ratio) and max_weight_ratio > 1)
-        ):
-            raise ValueError(
-                f"strategy_params.max_weight_ratio must be a number > 1 (or null for no bound), "
-                f"but got {max_weight_ratio!r}"
-            )
+        mu = check_number(mu, "strategy_params.mu", low=0, low_open=True, hint=" (paper: 1e-5)")
+        eta_scale = check_number(eta_scale, "strategy_params.eta_scale", low=0, hint=" (paper: 1.0)")
+        if max_weight_ratio is not None:
+            max_weight_ratio = check_number(max_weight_ratio, "strategy_params.max_weight_ratio", low=1,
+                                            low_open=True, hint=" (or null for no bound)")
         if normalize not in NORMALIZATIONS:
             raise ValueError(
                 f"strategy_params.normalize must be one of {', '.join(NORMALIZATIONS)}, but got {normalize!r}"
             )
-        if not _is_real(max_grad_norm) or not (math.isfinite(max_grad_norm) and max_grad_norm > 0):
-            raise ValueError(f"strategy_params.max_grad_norm must be a positive number, but got {max_grad_norm!r}")
+        max_grad_norm = check_number(max_grad_norm, "strategy_params.max_grad_norm", low=0, low_open=True,
+                                     hint=" (reference: 1.0)")
         self.normalize, self.max_grad_norm = normalize, float(max_grad_norm)
         self.mu, self.eta_scale = float(mu), float(eta_scale)
         self.max_weight_ratio = None if max_weight_ratio is None else float(max_weight_ratio)
@@ -209,23 +196,10 @@ class Gradient(WeightingStrategy):
                         for n, v in zip(self.objective_names, self._log_weight_change, strict=True)})
         return out
 
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "weights": self._w.tolist(),
-            "sum_eta_over_mu": self._sum_eta_over_mu,
-            "influence": self._influence,
-            "log_weight_change": self._log_weight_change,
-            "skipped": self._skipped,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._w = _load_vector(state, "weights", self.num_objectives, self.name)
-        self._sum_eta_over_mu = float(state.get("sum_eta_over_mu", 0.0))
-        influence = state.get("influence")
-        self._influence = None if influence is None else [float(v) for v in influence]
-        change = state.get("log_weight_change")
-        self._log_weight_change = None if change is None else [float(v) for v in change]
-        self._skipped = bool(state.get("skipped", False))
+    def _state_loaded(self) -> None:
+        for attr in ("_influence", "_log_weight_change"):
+            value = getattr(self, attr)
+            setattr(self, attr, None if value is None else [float(v) for v in value])
 
     def hyperparameters(self) -> dict[str, Any]:
         return {
@@ -262,7 +236,3 @@ def normalized_gram(gram: np.ndarray, normalize: str = "unit", max_grad_norm: fl
     else:
         raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, but got {normalize!r}")
     return gram * np.outer(c, c)
-
-
-def _is_real(x: Any) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
