@@ -104,7 +104,7 @@ def test_validation_source_first_point_is_reference_and_r_pareto_holds_between_e
 def test_buffer_records_the_evaluation_step():
     hv = Hypervolume(2, ref_point=[0, 0])
     stats = _after([0.5, 0.5], step=4)
-    stats.extra["validation_step"] = 5  # evaluated after step 4's update, i.e. at global step 5 (evals.jsonl)
+    stats.validation_step = 5  # evaluated after step 4's update, i.e. at global step 5 (evals.jsonl)
     hv.after_update(stats)
     hv.after_update(_after([0.9, 0.1], step=9))  # no validation_step: the batch's step
     assert hv.state_dict()["buffer"]["steps"] == [5, 9]

@@ -74,6 +74,7 @@ class StepStats:
             probability ratio (``after_update`` only, when ``"post_update"`` in ``needs``).
         validation_point: ``(K,)`` greedy validation score of the current policy, in the objectives' own units
             and directions (``after_update`` only, when ``"validation"`` in ``needs`` and an evaluation ran).
+        validation_step: the optimizer step the validation point was evaluated at (``evals.jsonl`` numbering).
         objective_means: ``(K,)`` nan-mean of ``rewards`` per objective.
     """
 
@@ -87,6 +88,7 @@ class StepStats:
     scalarized_advantages: np.ndarray | None = None
     clipped_advantage_weights: np.ndarray | None = None
     validation_point: np.ndarray | None = None
+    validation_step: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

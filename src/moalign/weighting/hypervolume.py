@@ -30,10 +30,10 @@ Timing. Before the first point is observed, and when the first point becomes the
 None), ``r_pareto = 1`` (neutral, as the reference code's ``meta_reward = 1``; ``f(0) = 0.5`` would halve learning
 before anything was measured). Then:
 
-* ``point_source="validation"``: the trainer passes ``stats.validation_point`` to :meth:`after_update` every
-  ``hv_eval_every`` steps; the resulting ``r_pareto`` holds for every following step until the next evaluation.
-  The trainer also hands over the initial policy's point (step 0), which becomes the reference point. The buffer
-  records ``stats.extra["validation_step"]`` (default ``stats.step``) as the point's step.
+* ``point_source="validation"``: :meth:`wants_validation_point` asks the trainer for a point every ``hv_eval_every``
+  steps, which it passes as ``stats.validation_point`` to :meth:`after_update`; the resulting ``r_pareto`` holds for every following step until the next evaluation.
+  The trainer also hands over the initial policy's point (step 0) through :meth:`set_reference_point`; it becomes
+  the reference point. The buffer records ``stats.validation_step`` (default ``stats.step``) as the point's step.
 * ``point_source="train_batch"``: :meth:`before_update` of step t takes the batch's mean rewards
   ``stats.objective_means`` as the point; ``r_pareto`` acts on this same step (``apply_to="advantage"``).
 
@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 
 from ..pareto import ParetoBuffer
-from .base import StepStats, WeightingStrategy, _load_vector, nan_safe_linear, register
+from .base import StateField, StepStats, WeightingStrategy, check_number, check_vector, nan_safe_linear, register
 from .fixed import resolve_weights
 
 __all__ = ["ACTIVATIONS", "Hypervolume"]
@@ -99,6 +99,15 @@ class Hypervolume(WeightingStrategy):
 
     needs = frozenset({"validation"})  # default point_source; set per instance in __init__
     on_simplex = False  # user weights are applied as given
+    state_fields = {
+        "weights": StateField("_w"),
+        "buffer": StateField("_buffer", "object"),  # the ParetoBuffer (its own strict state)
+        "delta_hv": StateField("_delta_hv", "number"),
+        "r_pareto": StateField("_r_pareto", "number"),  # multiplier from the latest point
+        "r_prev": StateField("_r_prev", "number"),  # multiplier in force when the current step began
+        "last_point_step": StateField("_last_step", "integer", nullable=True),
+        "skipped": StateField("_skipped", "flag"),
+    }
 
     def __init__(
         self,
@@ -123,16 +132,10 @@ class Hypervolume(WeightingStrategy):
         ):
             if value not in valid:
                 raise ValueError(f"strategy_params.{key} must be one of {', '.join(valid)}, but got {value!r}")
-        if isinstance(hv_eval_every, bool) or not isinstance(hv_eval_every, (int, np.integer)) or hv_eval_every < 1:
-            raise ValueError(f"strategy_params.hv_eval_every must be an integer >= 1, but got {hv_eval_every!r}")
+        hv_eval_every = check_number(hv_eval_every, "strategy_params.hv_eval_every", low=1, integer=True)
         ref = None
         if ref_point is not None:
-            ref = np.asarray(ref_point, dtype=np.float64).reshape(-1)
-            if ref.size != self.num_objectives or not np.all(np.isfinite(ref)):
-                raise ValueError(
-                    f"strategy_params.ref_point must be {self.num_objectives} finite numbers (one per objective), "
-                    f"but got {ref_point!r}"
-                )
+            ref = check_vector(ref_point, self.num_objectives, "strategy_params.ref_point", names=self.objective_names)
         self.preset, self.activation, self.point_source, self.apply_to = preset, activation, point_source, apply_to
         self.hv_eval_every, self.ref_point = int(hv_eval_every), None if ref is None else ref.tolist()
         # The trainer reads `strategy.needs`; the instance attribute shadows the class default.
@@ -154,8 +157,18 @@ class Hypervolume(WeightingStrategy):
     def after_update(self, stats: StepStats) -> None:
         if self.point_source == "validation" and stats.validation_point is not None:
             # The buffer records the evaluation's step (evals.jsonl numbering) when the trainer gives it.
-            self._observe(stats.validation_point, int(stats.extra.get("validation_step", stats.step)))
+            step = stats.step if stats.validation_step is None else stats.validation_step
+            self._observe(stats.validation_point, int(step))
         self._r_prev = self._r_pareto  # the next step starts with the latest multiplier
+
+    def wants_validation_point(self, rl_step: int) -> bool:
+        return self.point_source == "validation" and rl_step % self.hv_eval_every == 0
+
+    def set_reference_point(self, point: np.ndarray, step: int) -> None:
+        # The initial policy's point: the reference point when ref_point is None (r_pareto stays neutral), else the
+        # buffer's first point.
+        if self.point_source == "validation":
+            self._observe(point, step)
 
     def scalarize(self, rewards: np.ndarray) -> np.ndarray:
         scale = self._r_prev if self.apply_to == "reward" else 1.0
@@ -187,29 +200,6 @@ class Hypervolume(WeightingStrategy):
             self._r_pareto = float(self._f(self._delta_hv))
 
     # -- state -----------------------------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "weights": self._w.tolist(),
-            "buffer": self._buffer.state_dict(),
-            "delta_hv": self._delta_hv,
-            "r_pareto": self._r_pareto,
-            "r_prev": self._r_prev,
-            "last_point_step": self._last_step,
-            "skipped": self._skipped,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._w = _load_vector(state, "weights", self.num_objectives, self.name)
-        if "buffer" not in state:
-            raise ValueError(f"hypervolume state has no 'buffer' entry (keys: {sorted(state)}); the file is incomplete")
-        self._buffer.load_state_dict(state["buffer"])
-        self._delta_hv = float(state.get("delta_hv", 0.0))
-        self._r_pareto = float(state.get("r_pareto", 1.0))
-        self._r_prev = float(state.get("r_prev", self._r_pareto))
-        step = state.get("last_point_step")
-        self._last_step = None if step is None else int(step)
-        self._skipped = bool(state.get("skipped", False))
-
     def hyperparameters(self) -> dict[str, Any]:
         out: dict[str, Any] = {"weights": self._w.tolist()} if self.preset is None else {"preset": self.preset}
         out.update(
