@@ -558,12 +558,10 @@ class MOGRPOTrainer(GRPOTrainer):
             stats.clipped_advantage_weights = self._clipped_advantage_weights(batch)
         step_after = int(self.state.global_step)
         rl_step = self.rl_steps_done()
-        if "validation" in needs and self._evaluator is not None:
-            every = int(getattr(self.strategy, "hv_eval_every", 1))
-            if rl_step % every == 0:
-                batch.validation_point = self._evaluator.validation_point(step_after)
-                stats.validation_point = batch.validation_point
-                stats.extra["validation_step"] = step_after
+        if "validation" in needs and self._evaluator is not None and self.strategy.wants_validation_point(rl_step):
+            batch.validation_point = self._evaluator.validation_point(step_after)
+            stats.validation_point = batch.validation_point
+            stats.validation_step = step_after
         if not np.isnan(stats.rewards).all():
             self.strategy.after_update(stats)
         batch.timings["strategy"] += time.perf_counter() - t0
@@ -769,13 +767,9 @@ class _MOCallback(TrainerCallback):
         t.write_run_json()
         if t._evaluator is not None and state.global_step == 0:
             t._evaluator.evaluate(0)
-            if "validation" in getattr(t.strategy, "needs", ()):
+            if "validation" in t.strategy.needs:
                 # The initial policy's point: the hypervolume strategy's reference point (DESIGN.md).
-                k = len(t.objective_names)
-                t.strategy.after_update(StepStats(
-                    step=0, rewards=np.empty((0, k)), group_ids=np.empty(0), advantages=np.empty((0, k)),
-                    validation_point=t._evaluator.validation_point(0),
-                ))
+                t.strategy.set_reference_point(t._evaluator.validation_point(0), step=0)
 
     def on_step_end(self, args, state, control, **kwargs):
         t = self.trainer
