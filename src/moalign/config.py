@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from typing import Any
 import yaml
 
 __all__ = ["DataArguments", "load_config", "parse_overrides"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -127,6 +130,40 @@ def _field_names(cls) -> set[str]:
     return {f.name for f in dataclasses.fields(cls) if f.init}
 
 
+def _device_defaults(train_kwargs: dict[str, Any]) -> None:
+    """Without an accelerator, train on CPU in float32 unless the config chose otherwise.
+
+    TRL's ``GRPOConfig`` defaults to ``bf16=True``, which ``TrainingArguments`` rejects on a machine without a bf16
+    GPU ("You need to assign use_cpu ..."). A user who sets ``use_cpu``, ``bf16`` or ``fp16`` keeps their choice.
+    """
+    from transformers.utils import (
+        is_torch_bf16_gpu_available,
+        is_torch_hpu_available,
+        is_torch_mps_available,
+        is_torch_npu_available,
+        is_torch_xla_available,
+        is_torch_xpu_available,
+    )
+
+    if is_torch_bf16_gpu_available() or is_torch_xla_available():
+        return
+    import torch
+
+    accelerator = (torch.cuda.is_available() or is_torch_mps_available() or is_torch_xpu_available()
+                   or is_torch_npu_available() or is_torch_hpu_available())
+    chosen = []
+    if "bf16" not in train_kwargs and not train_kwargs.get("fp16"):
+        train_kwargs["bf16"] = False
+        chosen.append("bf16: false")
+    if not accelerator and "use_cpu" not in train_kwargs:
+        train_kwargs["use_cpu"] = True
+        chosen.insert(0, "use_cpu: true")
+    if chosen:
+        where = "on CPU in float32" if not accelerator else "without bf16 (this accelerator does not support it)"
+        logger.info("no GPU with bf16 support found: training %s (%s); set use_cpu/bf16 in the config to choose",
+                    where, ", ".join(chosen))
+
+
 def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None):
     """Read a YAML config and flag overrides into ``(DataArguments, ModelConfig, MOGRPOConfig)``.
 
@@ -175,6 +212,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
     _check_types(raw, MOGRPOConfig, train_keys)
     train_kwargs = {k: v for k, v in raw.items() if k in train_keys}
     train_kwargs.setdefault("output_dir", "runs/moalign")
+    _device_defaults(train_kwargs)
     try:
         train_args = MOGRPOConfig(**train_kwargs)
     except TypeError as exc:

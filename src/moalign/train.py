@@ -91,6 +91,19 @@ def train(data_args: DataArguments, model_args, train_args, resume_from_checkpoi
 
     from .trainer import MOGRPOTrainer
 
+    # Data and checkpoint first: a wrong path, missing columns, an unknown split or a missing checkpoint fail before
+    # any model is built or written.
+    train_ds, eval_ds = build_datasets(data_args)
+    resume = resume_from_checkpoint if resume_from_checkpoint is not None else train_args.resume_from_checkpoint
+    if resume is True or (isinstance(resume, str) and resume.lower() in ("true", "last")):
+        resume = last_complete_checkpoint(train_args.output_dir)
+        if resume is None:
+            raise FileNotFoundError(
+                f"resume_from_checkpoint is set but {train_args.output_dir} holds no checkpoint-N directory; "
+                "drop the flag to start a new run"
+            )
+    if isinstance(resume, str) and not Path(resume).is_dir():
+        raise FileNotFoundError(f"resume_from_checkpoint={resume!r} is not a directory")
     model, tokenizer = build_model_and_tokenizer(model_args, data_args, seed=train_args.seed)
     if model_args.model_name_or_path == TINY:
         # TRL builds the KL reference model (beta > 0) from the policy's path, so the random-init model needs one;
@@ -101,7 +114,6 @@ def train(data_args: DataArguments, model_args, train_args, resume_from_checkpoi
                 model.save_pretrained(initial)
                 tokenizer.save_pretrained(initial)
         model.config._name_or_path = str(initial)
-    train_ds, eval_ds = build_datasets(data_args)
     trainer = MOGRPOTrainer(
         model=model,
         args=train_args,
@@ -115,16 +127,6 @@ def train(data_args: DataArguments, model_args, train_args, resume_from_checkpoi
         "data": dataclasses.asdict(data_args),
         "model": {"model_name_or_path": model_args.model_name_or_path, "use_peft": model_args.use_peft},
     }
-    resume = resume_from_checkpoint if resume_from_checkpoint is not None else train_args.resume_from_checkpoint
-    if resume is True or (isinstance(resume, str) and resume.lower() in ("true", "last")):
-        resume = last_complete_checkpoint(train_args.output_dir)
-        if resume is None:
-            raise FileNotFoundError(
-                f"resume_from_checkpoint is set but {train_args.output_dir} holds no checkpoint-N directory; "
-                "drop the flag to start a new run"
-            )
-    if isinstance(resume, str) and not Path(resume).is_dir():
-        raise FileNotFoundError(f"resume_from_checkpoint={resume!r} is not a directory")
     trainer.train(resume_from_checkpoint=resume or None)
     trainer.save_model(str(Path(trainer.run_dir) / "final"))
     return trainer

@@ -120,8 +120,11 @@ class MOGRPOConfig(GRPOConfig):
     )
 
     def __post_init__(self):
-        super().__post_init__()
+        # moalign's checks first: a misspelt strategy or objective is reported before TRL's device/precision checks.
+        # scale_rewards may be TRL's bool alias; resolve it the way GRPOConfig does, for the linearity check.
+        self.scale_rewards = {True: "group", False: "none"}.get(self.scale_rewards, self.scale_rewards)
         self._check_moalign_fields()
+        super().__post_init__()
 
     def _check_moalign_fields(self) -> None:
         if isinstance(self.objectives, str) or not isinstance(self.objectives, (list, tuple)):
