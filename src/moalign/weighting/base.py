@@ -187,10 +187,13 @@ def check_vector(
     if any(isinstance(x, (bool, np.bool_)) for x in np.asarray(value, dtype=object).reshape(-1)):
         raise ValueError(f"{name} must be numbers, not true/false, but got {value!r}")
     if v.size != size:
-        what = count or f"{size} objectives" + (f" ({', '.join(names)})" if names else "")
+        if names and not count:  # STYLE.md's wording
+            what = f"objectives has {size} ({', '.join(names)})"
+        else:
+            what = f"there are {count or f'{size} objectives'}"
         raise ValueError(
-            f"{name} has {v.size} entries but there are {what}; give one value per "
-            f"{'entry' if count else 'objective'}, in that order"
+            f"{name} has {v.size} entries but {what}; give one value per {'entry' if count else 'objective'}, "
+            "in that order"
         )
     finite = np.isfinite(v) | (np.isnan(v) if allow_nan else False)
     if not np.all(finite):

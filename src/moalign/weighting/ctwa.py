@@ -37,30 +37,11 @@ from typing import Any
 import numpy as np
 
 from ..rl.covariance import within_group_covariance
-from .base import StepStats, WeightingStrategy, _load_vector, check_weight_vector, register, softmax
+from .base import StateField, StepStats, WeightingStrategy, check_number, check_vector, check_weight_vector, register, softmax
 
 __all__ = ["CTWA"]
 
 _TARGETS, _INITIAL, _CEILINGS = [0.15, 0.08, 0.08], [0.333, 0.333, 0.334], [1.0, 0.95, 0.95]
-
-
-def _vector(value: Any, k: int, key: str, names: list[str]) -> np.ndarray:
-    v = np.asarray(value, dtype=np.float64).reshape(-1)
-    if v.size != k:
-        raise ValueError(
-            f"strategy_params.{key} has {v.size} entries but objectives has {k} ({', '.join(names)}); "
-            "give one value per objective, in that order"
-        )
-    if not np.all(np.isfinite(v)):
-        raise ValueError(f"strategy_params.{key} must be finite, but got {v.tolist()}")
-    return v
-
-
-def _positive(value: Any, key: str, upper: float = math.inf) -> float:
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or not 0 < float(value) <= upper:
-        raise ValueError(f"strategy_params.{key} must be a number in (0, {upper}], but got {value!r}")
-    return float(value)
 
 
 @register("ctwa")
@@ -68,6 +49,12 @@ class CTWA(WeightingStrategy):
     """Covariance-targeted weight adaptation (arXiv 2602.06869); see the module docstring for the update."""
 
     needs = frozenset({"post_update"})
+    state_fields = {
+        "weights": StateField("_w"),
+        "log_weights": StateField("_log_w"),
+        "ema_cov": StateField("_ema"),
+        "ema_started": StateField("_ema_started", "flags"),  # objectives whose EMA has its first observation
+    }
 
     def __init__(
         self,
@@ -87,14 +74,17 @@ class CTWA(WeightingStrategy):
                 f"strategy_params.cov_targets is required with {k} objectives ({', '.join(names)}): the default "
                 f"{_TARGETS} is for [accuracy, conciseness, clarity]; give one target covariance per objective"
             )
-        self.cov_targets = _vector(_TARGETS if cov_targets is None else cov_targets, k, "cov_targets", names)
-        self.step_size = _positive(step_size, "step_size")
-        self.ema_rate = _positive(ema_rate, "ema_rate", upper=1.0)
-        self.outlier_factor = None if outlier_factor is None else _positive(outlier_factor, "outlier_factor")
+        self.cov_targets = check_vector(_TARGETS if cov_targets is None else cov_targets, k,
+                                        "strategy_params.cov_targets", names=names)
+        self.step_size = check_number(step_size, "strategy_params.step_size", low=0, low_open=True, hint=" (paper: 0.05)")
+        self.ema_rate = check_number(ema_rate, "strategy_params.ema_rate", low=0, low_open=True, high=1,
+                                     hint=" (paper: 0.1)")
+        self.outlier_factor = None if outlier_factor is None else check_number(
+            outlier_factor, "strategy_params.outlier_factor", low=0, low_open=True, hint=" (reference: 100)")
         if ceilings is None:  # K != 3: no ceiling
             self.ceilings = np.asarray(_CEILINGS if k == 3 else [math.inf] * k, dtype=np.float64)
         else:
-            self.ceilings = _vector(ceilings, k, "ceilings", names)
+            self.ceilings = check_vector(ceilings, k, "strategy_params.ceilings", names=names)
         if initial_weights is None:
             initial_weights = _INITIAL if k == 3 else [1.0 / k] * k
         w0 = check_weight_vector(initial_weights, k, "strategy_params.initial_weights")
@@ -147,15 +137,7 @@ class CTWA(WeightingStrategy):
     def metrics(self) -> dict[str, float]:
         return dict(self._last)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"weights": self._w.tolist(), "log_weights": self._log_w.tolist(), "ema_cov": self._ema.tolist(),
-                "ema_started": self._ema_started.tolist()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        k = self.num_objectives
-        self._log_w = _load_vector(state, "log_weights", k, self.name)
-        self._ema = _load_vector(state, "ema_cov", k, self.name)
-        self._ema_started = _load_vector(state, "ema_started", k, self.name).astype(bool)
+    def _state_loaded(self) -> None:
         self._w = softmax(self._log_w)
 
     def hyperparameters(self) -> dict[str, Any]:
