@@ -176,7 +176,7 @@ def check_vector(
     >>> check_vector([1.0], 2, "strategy_params.weights", names=["a", "b"])
     Traceback (most recent call last):
     ...
-    ValueError: strategy_params.weights has 1 entries but there are 2 objectives (a, b); give one value per objective, in that order
+    ValueError: strategy_params.weights has 1 entries but objectives has 2 (a, b); give one value per objective, in that order
     """
     if isinstance(value, (str, bytes, dict)) or value is None:
         raise ValueError(f"{name} must be a list of {size} numbers, but got {value!r}")
