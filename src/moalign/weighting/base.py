@@ -437,15 +437,6 @@ class WeightingStrategy:
         return {}
 
 
-def _load_vector(state: dict[str, Any], key: str, size: int, owner: str) -> np.ndarray:
-    if key not in state:
-        raise ValueError(f"{owner} state has no '{key}' entry (keys: {sorted(state)}); the state file is incomplete")
-    v = np.asarray(state[key], dtype=np.float64).reshape(-1)
-    if v.size != size:
-        raise ValueError(f"{owner} state '{key}' has {v.size} entries, but the run has {size} objectives")
-    return v
-
-
 # -- registry --------------------------------------------------------------------------------------------------------
 STRATEGIES: dict[str, type[WeightingStrategy]] = {}
 
