@@ -17,6 +17,9 @@ from moalign.weighting.fixed import PRESETS
 from moalign.weighting.hypervolume import ACTIVATIONS, Hypervolume
 
 NAMES = ["accuracy", "conciseness", "clarity"]
+# The first version's choices (= the paper's formulas): ΔHV in the unit cube, r_pareto on the advantages, the first
+# point itself as the reference point. Most tests below pin those formulas; the defaults are tested at the end.
+V1 = {"hv_scale": "unit", "apply_to": "advantage", "ref_margin": 0.0}
 
 
 def _batch(point, step=0):
@@ -48,7 +51,7 @@ SEQUENCE = [
 
 
 def test_r_pareto_above_half_exactly_when_the_buffer_grows():
-    hv = Hypervolume(2, point_source="train_batch", ref_point=[0.0, 0.0])
+    hv = Hypervolume(2, **V1, point_source="train_batch", ref_point=[0.0, 0.0])
     for step, (point, delta, size) in enumerate(SEQUENCE):
         hv.before_update(_batch(point, step))
         m = hv.metrics()
@@ -75,7 +78,7 @@ def test_activation_values(activation, values):
     f = ACTIVATIONS[activation]
     np.testing.assert_allclose([f(0.0), f(0.25), f(1.0)], values, atol=1e-6)
     # Through the strategy: (0.5, 0.5) against ref (0, 0) has ΔHV = 0.25, then a dominated point has ΔHV = 0.
-    hv = Hypervolume(2, activation=activation, point_source="train_batch", ref_point=[0, 0])
+    hv = Hypervolume(2, **V1, activation=activation, point_source="train_batch", ref_point=[0, 0])
     hv.before_update(_batch([0.5, 0.5]))
     assert hv.advantage_scale() == pytest.approx(values[1], abs=1e-6)
     hv.before_update(_batch([0.1, 0.1], step=1))
@@ -84,7 +87,7 @@ def test_activation_values(activation, values):
 
 
 def test_validation_source_first_point_is_reference_and_r_pareto_holds_between_evaluations():
-    hv = Hypervolume(2, hv_eval_every=5)
+    hv = Hypervolume(2, **V1, hv_eval_every=5)
     assert hv.needs == frozenset({"validation"}) and hv.hv_eval_every == 5
     scales = []
     hv.after_update(_after([0.2, 0.3], step=0))  # initial policy -> reference point, r stays neutral
@@ -102,7 +105,7 @@ def test_validation_source_first_point_is_reference_and_r_pareto_holds_between_e
 
 
 def test_buffer_records_the_evaluation_step():
-    hv = Hypervolume(2, ref_point=[0, 0])
+    hv = Hypervolume(2, **V1, ref_point=[0, 0])
     stats = _after([0.5, 0.5], step=4)
     stats.validation_step = 5  # evaluated after step 4's update, i.e. at global step 5 (evals.jsonl)
     hv.after_update(stats)
@@ -111,14 +114,14 @@ def test_buffer_records_the_evaluation_step():
 
 
 def test_explicit_ref_point_scores_the_first_point():
-    hv = Hypervolume(2, ref_point=[0.0, 0.0])
+    hv = Hypervolume(2, **V1, ref_point=[0.0, 0.0])
     hv.after_update(_after([0.5, 0.4], step=0))
     assert hv.metrics()["delta_hv"] == pytest.approx(0.2)
     assert hv.advantage_scale() == pytest.approx(_tanh(0.2))
 
 
 def test_train_batch_source_needs_nothing_and_ignores_validation_points():
-    hv = Hypervolume(2, point_source="train_batch")
+    hv = Hypervolume(2, **V1, point_source="train_batch")
     assert hv.needs == frozenset()
     assert Hypervolume.needs == frozenset({"validation"})  # the class default is untouched
     hv.after_update(_after([0.9, 0.9], step=0))
@@ -130,7 +133,7 @@ def test_train_batch_source_needs_nothing_and_ignores_validation_points():
 
 
 def test_apply_to_reward_lags_one_step_with_train_batch():
-    hv = Hypervolume(2, point_source="train_batch", apply_to="reward", ref_point=[0, 0])
+    hv = Hypervolume(2, **{**V1, "apply_to": "reward"}, point_source="train_batch", ref_point=[0, 0])
     rewards = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     plain = rewards @ np.array([0.5, 0.5])
     expected_scale = 1.0  # nothing measured before step 0
@@ -143,7 +146,7 @@ def test_apply_to_reward_lags_one_step_with_train_batch():
 
 
 def test_apply_to_reward_with_validation_uses_latest_evaluation_next_step():
-    hv = Hypervolume(2, apply_to="reward", hv_eval_every=1, ref_point=[0, 0])
+    hv = Hypervolume(2, **{**V1, "apply_to": "reward"}, hv_eval_every=1, ref_point=[0, 0])
     rewards = np.array([[1.0, 1.0]])
     hv.before_update(_batch([0, 0], 0))
     assert hv.scalarize(rewards).tolist() == [1.0]
@@ -179,8 +182,8 @@ def test_reward_placement_cancels_under_group_normalisation(seed):
 
     for delta in (0.0, 0.3, 2.0):  # c = 0.5, ~0.94, ~1.95
         c = _tanh(delta)
-        by_reward = Hypervolume(3, weights=weights, apply_to="reward", hv_eval_every=1, ref_point=[0, 0, 0])
-        by_adv = Hypervolume(3, weights=weights, apply_to="advantage", hv_eval_every=1, ref_point=[0, 0, 0])
+        by_reward = Hypervolume(3, **{**V1, "apply_to": "reward"}, weights=weights, hv_eval_every=1, ref_point=[0, 0, 0])
+        by_adv = Hypervolume(3, **V1, weights=weights, hv_eval_every=1, ref_point=[0, 0, 0])
         side = delta ** (1 / 3)  # a cube of volume delta
         for s in (by_reward, by_adv):
             s.after_update(_after([side, side, side], 0, k=3))
@@ -200,7 +203,7 @@ def test_reward_placement_cancels_under_group_normalisation(seed):
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_non_finite_point_is_skipped(bad):
-    hv = Hypervolume(2, point_source="train_batch", ref_point=[0, 0])
+    hv = Hypervolume(2, **V1, point_source="train_batch", ref_point=[0, 0])
     hv.before_update(_batch([0.5, 0.5], 0))
     state = hv.state_dict()
     hv.before_update(_batch([0.9, bad], 1))
@@ -215,7 +218,7 @@ def test_non_finite_point_is_skipped(bad):
 
 
 def test_wrong_point_length_raises():
-    hv = Hypervolume(3)
+    hv = Hypervolume(3, **V1)
     with pytest.raises(ValueError, match="3 objectives"):
         hv.after_update(_after([0.1, 0.2], 0))
 
@@ -236,7 +239,7 @@ def test_state_round_trip_continues_identically(source, placement):
             strategy.after_update(_after(points[t] if t % 2 == 0 else None, t, k=3))
         return trace
 
-    make = lambda: Hypervolume(3, NAMES, preset="balanced", point_source=source, apply_to=placement)  # noqa: E731
+    make = lambda: Hypervolume(3, NAMES, **{**V1, "apply_to": placement}, preset="balanced", point_source=source)  # noqa: E731
     straight = make()
     full = run(straight, range(12))
     first = make()
@@ -250,9 +253,9 @@ def test_state_round_trip_continues_identically(source, placement):
 
 
 def test_weights_and_presets():
-    assert Hypervolume(3, preset="accuracy_focused").weights().tolist() == PRESETS["accuracy_focused"]
-    assert Hypervolume(2, weights=[3, 1]).weights().tolist() == [3.0, 1.0]  # applied as given, like `fixed`
-    np.testing.assert_allclose(Hypervolume(4).weights(), np.full(4, 0.25))
+    assert Hypervolume(3, **V1, preset="accuracy_focused").weights().tolist() == PRESETS["accuracy_focused"]
+    assert Hypervolume(2, **V1, weights=[3, 1]).weights().tolist() == [3.0, 1.0]  # applied as given, like `fixed`
+    np.testing.assert_allclose(Hypervolume(4, **V1).weights(), np.full(4, 0.25))
 
 
 @pytest.mark.parametrize(
@@ -271,18 +274,19 @@ def test_bad_parameters_raise(params, match):
 
 def test_repr_pinned():
     assert repr(Hypervolume(3, preset="balanced")) == (
-        "Hypervolume(preset='balanced', activation='tanh', point_source='validation', apply_to='advantage', "
-        "hv_eval_every=5, ref_point=None)"
+        "Hypervolume(preset='balanced', activation='tanh', point_source='validation', apply_to='lr', "
+        "hv_scale='box_root', hv_eval_every=5, ref_point=None, ref_margin=0.05)"
     )
     assert repr(Hypervolume(2, weights=[1, 3], activation="tanh3", point_source="train_batch", apply_to="reward",
-                            hv_eval_every=1, ref_point=[0, 0])) == (
+                            hv_scale="unit", hv_eval_every=1, ref_point=[0, 0], ref_margin=0)) == (
         "Hypervolume(weights=[1.0, 3.0], activation='tanh3', point_source='train_batch', apply_to='reward', "
-        "hv_eval_every=1, ref_point=[0.0, 0.0])"
+        "hv_scale='unit', hv_eval_every=1, ref_point=[0.0, 0.0], ref_margin=0.0)"
     )
 
 
 def test_initial_metrics():
     hv = weighting.build("hypervolume", 3, NAMES)
     assert hv.name == "hypervolume" and not hv.on_simplex
-    assert hv.metrics() == {"delta_hv": 0.0, "r_pareto": 1.0, "pareto_buffer_size": 0.0, "skipped": 0.0}
-    assert hv.advantage_scale() == 1.0
+    assert hv.metrics() == {"delta_hv": 0.0, "scaled_delta_hv": 0.0, "r_pareto": 1.0, "pareto_buffer_size": 0.0,
+                            "skipped": 0.0}
+    assert hv.advantage_scale() == 1.0 and hv.lr_scale() == 1.0

@@ -226,6 +226,7 @@ class _Batch:
     weights: np.ndarray | None = None
     advantages: torch.Tensor | None = None  # (N,) final scalar advantages
     advantage_scale: float = 1.0
+    lr_scale: float = 1.0  # the strategy's learning-rate multiplier applied to this batch's optimizer steps
     covariance: np.ndarray | None = None
     old_logps: dict[int, torch.Tensor] = field(default_factory=dict)  # gathered index -> (T,) pre-update logps
     timings: dict[str, float] = field(default_factory=lambda: defaultdict(float))
@@ -592,6 +593,7 @@ class MOGRPOTrainer(GRPOTrainer):
             "weights": dict(zip(names, batch.weights.tolist())),
             "rewards": dict(zip(names, means.tolist())),
             "advantage_scale": batch.advantage_scale,
+            "lr_scale": batch.lr_scale,
             "covariance": dict(zip(names, cov.tolist())),
             "timings": dict(batch.timings),
             "lr": batch.stats.lr,
@@ -609,6 +611,7 @@ class MOGRPOTrainer(GRPOTrainer):
             metrics[f"weights/{name}"].append(float(w))
             metrics[f"covariance/{name}"].append(float(c))
         metrics["advantage_scale"].append(batch.advantage_scale)
+        metrics["lr_scale"].append(batch.lr_scale)
         for key, value in strategy_metrics.items():
             metrics[f"strategy/{key}"].append(float(value))
         for key, value in batch.timings.items():
@@ -773,6 +776,27 @@ class _MOCallback(TrainerCallback):
             if "validation" in t.strategy.needs:
                 # The initial policy's point: the hypervolume strategy's reference point (DESIGN.md).
                 t.strategy.set_reference_point(t._evaluator.validation_point(0), step=0)
+
+    def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+        """Applies the strategy's learning-rate multiplier to this optimizer step only (e.g. hypervolume's r_pareto:
+        the update of Adam-type optimizers is proportional to the learning rate, so nothing normalises it away)."""
+        t = self.trainer
+        scale = float(t.strategy.lr_scale())
+        if not math.isfinite(scale) or scale < 0:
+            raise ValueError(f"strategy {t.strategy.name!r} returned lr_scale={scale}; it must be finite and >= 0")
+        if t._batch is not None:
+            t._batch.lr_scale = scale
+        self._saved_lrs = None
+        if scale != 1.0 and optimizer is not None:
+            self._saved_lrs = [group["lr"] for group in optimizer.param_groups]
+            for group in optimizer.param_groups:
+                group["lr"] = group["lr"] * scale
+
+    def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+        if getattr(self, "_saved_lrs", None) is not None and optimizer is not None:
+            for group, lr in zip(optimizer.param_groups, self._saved_lrs):
+                group["lr"] = lr  # the scheduler keeps its own schedule
+        self._saved_lrs = None
 
     def on_step_end(self, args, state, control, **kwargs):
         t = self.trainer

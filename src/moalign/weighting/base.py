@@ -313,6 +313,11 @@ class WeightingStrategy:
         """Multiplier applied to this step's final advantages."""
         return 1.0
 
+    def lr_scale(self) -> float:
+        """Multiplier on the learning rate of this step's optimizer steps (the trainer restores it afterwards).
+        Unlike :meth:`advantage_scale`, Adam cannot normalise it away."""
+        return 1.0
+
     def after_update(self, stats: StepStats) -> None:
         """Called after the policy update."""
 

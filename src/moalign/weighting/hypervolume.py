@@ -5,43 +5,66 @@ arXiv 2509.11452), §4 and Algorithm 1. The user's weights stay fixed; a meta-re
 that enlarge the Pareto front found so far:
 
     ΔHV = HV(B ∪ {p}) − HV(B)                 contribution of the current policy's point p to the buffer B
-    r_pareto = f(ΔHV),  f = 0.5 + 1.5·tanh(ΔHV)          (paper's default; other activations below)
+    r_pareto = f(s(ΔHV)),  f = 0.5 + 1.5·tanh           (paper's default; other activations below)
     B ← non-dominated(B ∪ {p})                 when ΔHV > 0
 
 ΔHV ≥ 0, so with ``tanh`` the multiplier lies in [0.5, 2): 0.5 (learning halved) when the policy adds nothing to the
-front and > 0.5 exactly when it enlarges it. Points live in the normalised space of DESIGN.md (every objective
-maximised in [0, 1]; length as ``1 − length/max_completion_length``), so raw token counts cannot dominate ΔHV.
+front and > 0.5 exactly when it enlarges it. Points live in the normalised space of docs/design.md (every objective
+maximised in [0, 1]; length as ``1 − length/max_completion_length``).
+
+Scale ``s`` (``hv_scale``). In the reference code ΔHV is in raw units (length in tokens), so ``tanh`` saturates and
+``r_pareto`` is ≈ 2 for any non-dominated point and 0.5 otherwise. In the unit cube ΔHV is a product of K small gains
+(0.05³ ≈ 1e-4), so ``tanh(ΔHV) ≈ 0`` and ``r_pareto`` is pinned at 0.5 -- the first version of this project.
+
+* ``box_root`` (default, ours): ``s = (ΔHV / V)^(1/K)`` with ``V = Π_k (ideal_k − ref_k)`` the volume of the box
+  between the reference point and the ideal point of ``B ∪ {p}``. ``ΔHV/V ∈ [0, 1]`` is the share of the box the
+  point adds, free of units; the K-th root turns that volume back into a length: a point that adds a slab of
+  relative thickness x in every objective gives ``s ≈ x``. With ``tanh``, a point that doubles the box's extent in one
+  objective gives ``r ≈ 1.5``, one that adds 1 % of the box ``r ≈ 0.8``.
+* ``unit``: ``s = ΔHV`` in the normalised space (the first version).
+
+Reference point (``ref_point``, ``ref_margin``). By default it is the first observed point (the initial policy's
+validation point, or the first training batch's mean rewards) minus ``ref_margin`` in every objective, and the first
+point also enters the buffer. The paper uses the first point itself: every later point worse than it in any single
+objective then scores 0.5 -- with noisy batch means that is almost every point, and the first batch's noise sets a bar
+that is rarely cleared again. With the margin, trade-offs (better accuracy, slightly longer answers) count, while a
+point dominated by the initial policy still gets 0.5.
 
 =======================  ===================================  ===============================================
 symbol / choice          parameter                            paper / reference code
 =======================  ===================================  ===============================================
 ``w``                    ``weights`` / ``preset``             the fixed baseline weights (§6.1)
 ``f``                    ``activation``                       ``tanh`` (§4; others in the ablation)
+``s``                    ``hv_scale``                         raw units (saturating); default ``box_root``
 ``p``                    ``point_source``                     ``validation``: greedy validation score
 evaluation period        ``hv_eval_every``                    reference code: every step (1); default 5
-reference point          ``ref_point``                        the initial policy's point (None)
-where r_pareto acts      ``apply_to``                         reference code: ``reward`` (see below)
+reference point          ``ref_point``, ``ref_margin``        the initial policy's point (margin 0)
+where r_pareto acts      ``apply_to``                         reference code: ``reward``; default ``lr``
 =======================  ===================================  ===============================================
 
-Activations: ``tanh`` = 0.5 + 1.5·tanh(ΔHV), ``tanh3`` = 0.5 + 1.5·tanh(3ΔHV), ``sigmoid_plus_one`` = 1 + σ(ΔHV),
-``two_sigmoid`` = 2σ(ΔHV).
+Activations: ``tanh`` = 0.5 + 1.5·tanh(s), ``tanh3`` = 0.5 + 1.5·tanh(3s), ``sigmoid_plus_one`` = 1 + σ(s),
+``two_sigmoid`` = 2σ(s).
 
-Timing. Before the first point is observed, and when the first point becomes the reference point (``ref_point``
-None), ``r_pareto = 1`` (neutral, as the reference code's ``meta_reward = 1``; ``f(0) = 0.5`` would halve learning
-before anything was measured). Then:
+Timing. Before the first point is observed, and when the first point sets the reference point (``ref_point``
+None), ``r_pareto = 1`` (neutral, as the reference code's ``meta_reward = 1``). Then:
 
-* ``point_source="validation"``: :meth:`wants_validation_point` asks the trainer for a point every ``hv_eval_every``
-  steps, which it passes as ``stats.validation_point`` to :meth:`after_update`; the resulting ``r_pareto`` holds for every following step until the next evaluation.
-  The trainer also hands over the initial policy's point (step 0) through :meth:`set_reference_point`; it becomes
-  the reference point. The buffer records ``stats.validation_step`` (default ``stats.step``) as the point's step.
+* ``point_source="validation"``: the trainer evaluates the policy every ``hv_eval_every`` RL steps
+  (:meth:`wants_validation_point`) and passes ``stats.validation_point`` to :meth:`after_update`; the resulting
+  ``r_pareto`` holds for every following step until the next evaluation. The initial policy's point (step 0) comes
+  through :meth:`set_reference_point`.
 * ``point_source="train_batch"``: :meth:`before_update` of step t takes the batch's mean rewards
-  ``stats.objective_means`` as the point; ``r_pareto`` acts on this same step (``apply_to="advantage"``).
+  ``stats.objective_means`` as the point; ``r_pareto`` acts on this same step.
 
-Placement. ``apply_to="advantage"`` (default): :meth:`advantage_scale` returns ``r_pareto``; a multiplier on the
-final advantages survives GRPO/REINFORCE++ normalisation. ``apply_to="reward"`` (reference code):
-:meth:`scalarize` returns ``(r·w)·r_prev``, where ``r_prev`` is the multiplier in force when step t began (the
-previous evaluation's or the previous batch's), and :meth:`advantage_scale` returns 1. Under group/batch std
-normalisation this multiplier cancels: ``(c·r − c·mean)/(c·std + 1e-4) ≈ (r − mean)/std``.
+Placement (``apply_to``):
+
+* ``lr`` (default, ours): :meth:`lr_scale` returns ``r_pareto`` and the trainer multiplies the learning rate of this
+  step's optimizer steps by it. Adam's update is proportional to the learning rate whatever the gradient scale, so
+  the factor reaches the parameters in full.
+* ``advantage``: :meth:`advantage_scale` returns ``r_pareto``, a multiplier on the final advantages. It survives
+  GRPO/REINFORCE++ normalisation, but Adam divides the gradient by its running RMS, so a multiplier that stays near
+  one value is largely undone (a constant ×0.5 from step 1 changes Adam's update by only a few percent).
+* ``reward`` (reference code): :meth:`scalarize` returns ``(r·w)·r_prev``, where ``r_prev`` is the multiplier in force
+  when step t began. Under group/batch std normalisation it cancels: ``(c·r − c·mean)/(c·std + 1e-4) ≈ (r − mean)/std``.
 
 A non-finite point is ignored: buffer and ``r_pareto`` stay as they were and :meth:`metrics` reports ``skipped = 1``.
 """
@@ -58,7 +81,7 @@ from ..pareto import ParetoBuffer
 from .base import StateField, StepStats, WeightingStrategy, check_number, check_vector, nan_safe_linear, register
 from .fixed import resolve_weights
 
-__all__ = ["ACTIVATIONS", "Hypervolume"]
+__all__ = ["ACTIVATIONS", "HV_SCALES", "Hypervolume", "box_root_scale"]
 
 
 def _sigmoid(x: float) -> float:
@@ -72,12 +95,28 @@ ACTIVATIONS: dict[str, Callable[[float], float]] = {
     "two_sigmoid": lambda d: 2.0 * _sigmoid(d),
 }
 POINT_SOURCES = ("validation", "train_batch")
-PLACEMENTS = ("advantage", "reward")
+PLACEMENTS = ("lr", "advantage", "reward")
+HV_SCALES = ("box_root", "unit")
+
+
+def box_root_scale(delta_hv: float, points: np.ndarray, point: np.ndarray, ref: np.ndarray) -> float:
+    """``(ΔHV / V)^(1/K)``, ``V = Π_k (max_k(points ∪ {point}) − ref_k)`` (all objectives maximised).
+
+    >>> box_root_scale(0.5 * 0.25, np.array([[1.0, 0.5]]), np.array([0.5, 0.75]), np.array([0.0, 0.0]))
+    0.5
+    """
+    if delta_hv <= 0:
+        return 0.0
+    cloud = np.vstack([np.asarray(points, dtype=np.float64).reshape(-1, len(ref)), np.asarray(point)[None, :]])
+    volume = float(np.prod(cloud.max(axis=0) - np.asarray(ref, dtype=np.float64)))
+    if not (volume > 0 and math.isfinite(volume)):
+        return 0.0
+    return float(min(delta_hv / volume, 1.0) ** (1.0 / len(ref)))
 
 
 @register("hypervolume")
 class Hypervolume(WeightingStrategy):
-    """Fixed weights times the meta-reward ``r_pareto = f(ΔHV)`` (arXiv 2509.11452, §4, Algorithm 1).
+    """Fixed weights times the meta-reward ``r_pareto = f(s(ΔHV))`` (arXiv 2509.11452, §4, Algorithm 1).
 
     Args:
         weights: one non-negative weight per objective, used as given (as in ``fixed``). Default: uniform.
@@ -86,12 +125,15 @@ class Hypervolume(WeightingStrategy):
         activation: ``tanh`` (default), ``tanh3``, ``sigmoid_plus_one`` or ``two_sigmoid``.
         point_source: ``validation`` (default, the paper's greedy validation score, passed by the trainer in
             ``after_update``) or ``train_batch`` (the batch's mean rewards, in ``before_update``).
-        apply_to: ``advantage`` (default) or ``reward`` (reference-code placement, one step late; cancels under
-            std normalisation).
-        hv_eval_every: validation period in RL steps (read by the trainer); ``>= 1``.
-        ref_point: K numbers, the HV reference point in the normalised space. Default: the first point observed.
+        apply_to: ``lr`` (default: the step's learning rate), ``advantage`` or ``reward`` (reference code).
+        hv_scale: ``box_root`` (default) or ``unit`` -- the scale ΔHV is measured on (module docstring).
+        hv_eval_every: validation period in RL steps; ``>= 1``.
+        ref_point: K numbers, the HV reference point in the normalised space. Default: the first observed point
+            minus ``ref_margin``.
+        ref_margin: how far below the first point the reference point lies, in normalised units (default 0.05;
+            0 is the paper's choice). Ignored when ``ref_point`` is given.
 
-    >>> hv = Hypervolume(2, point_source="train_batch", ref_point=[0.0, 0.0])
+    >>> hv = Hypervolume(2, point_source="train_batch", ref_point=[0.0, 0.0], hv_scale="unit", apply_to="advantage")
     >>> hv.before_update(StepStats(0, np.array([[1.0, 0.0], [0.0, 1.0]]), np.zeros(2), np.zeros((2, 2))))
     >>> round(hv.advantage_scale(), 4)  # ΔHV = 0.25
     0.8674
@@ -101,12 +143,13 @@ class Hypervolume(WeightingStrategy):
     on_simplex = False  # user weights are applied as given
     state_fields = {
         "weights": StateField("_w"),
-        "buffer": StateField("_buffer", "object"),  # the ParetoBuffer (its own strict state)
-        "delta_hv": StateField("_delta_hv", "number"),
-        "r_pareto": StateField("_r_pareto", "number"),  # multiplier from the latest point
-        "r_prev": StateField("_r_prev", "number"),  # multiplier in force when the current step began
-        "last_point_step": StateField("_last_step", "integer", nullable=True),
-        "skipped": StateField("_skipped", "flag"),
+        "buffer": StateField("_buffer", kind="object"),
+        "delta_hv": StateField("_delta_hv", kind="number"),
+        "scaled_delta_hv": StateField("_scaled", kind="number"),
+        "r_pareto": StateField("_r_pareto", kind="number"),
+        "r_prev": StateField("_r_prev", kind="number"),
+        "last_point_step": StateField("_last_step", kind="integer", nullable=True),
+        "skipped": StateField("_skipped", kind="flag"),
     }
 
     def __init__(
@@ -117,9 +160,11 @@ class Hypervolume(WeightingStrategy):
         preset: str | None = None,
         activation: str = "tanh",
         point_source: str = "validation",
-        apply_to: str = "advantage",
+        apply_to: str = "lr",
+        hv_scale: str = "box_root",
         hv_eval_every: int = 5,
         ref_point: Sequence[float] | None = None,
+        ref_margin: float = 0.05,
     ):
         super().__init__(num_objectives, objective_names)
         resolved = resolve_weights(weights, preset, self.num_objectives, "hypervolume")
@@ -129,20 +174,24 @@ class Hypervolume(WeightingStrategy):
             ("activation", activation, tuple(ACTIVATIONS)),
             ("point_source", point_source, POINT_SOURCES),
             ("apply_to", apply_to, PLACEMENTS),
+            ("hv_scale", hv_scale, HV_SCALES),
         ):
             if value not in valid:
                 raise ValueError(f"strategy_params.{key} must be one of {', '.join(valid)}, but got {value!r}")
-        hv_eval_every = check_number(hv_eval_every, "strategy_params.hv_eval_every", low=1, integer=True)
+        self.hv_eval_every = check_number(hv_eval_every, "strategy_params.hv_eval_every", low=1, integer=True)
+        self.ref_margin = check_number(ref_margin, "strategy_params.ref_margin", low=0)
         ref = None
         if ref_point is not None:
             ref = check_vector(ref_point, self.num_objectives, "strategy_params.ref_point", names=self.objective_names)
         self.preset, self.activation, self.point_source, self.apply_to = preset, activation, point_source, apply_to
-        self.hv_eval_every, self.ref_point = int(hv_eval_every), None if ref is None else ref.tolist()
+        self.hv_scale = hv_scale
+        self.ref_point = None if ref is None else ref.tolist()
         # The trainer reads `strategy.needs`; the instance attribute shadows the class default.
         self.needs = frozenset({"validation"}) if point_source == "validation" else frozenset()  # type: ignore[misc]
         self._f = ACTIVATIONS[activation]
         self._buffer = ParetoBuffer(self.ref_point, maximize=True)
         self._delta_hv = 0.0
+        self._scaled = 0.0
         self._r_pareto = 1.0  # multiplier from the latest point (neutral before any)
         self._r_prev = 1.0  # multiplier in force when the current step began (apply_to="reward")
         self._last_step: int | None = None
@@ -165,8 +214,6 @@ class Hypervolume(WeightingStrategy):
         return self.point_source == "validation" and rl_step % self.hv_eval_every == 0
 
     def set_reference_point(self, point: np.ndarray, step: int) -> None:
-        # The initial policy's point: the reference point when ref_point is None (r_pareto stays neutral), else the
-        # buffer's first point.
         if self.point_source == "validation":
             self._observe(point, step)
 
@@ -177,9 +224,13 @@ class Hypervolume(WeightingStrategy):
     def advantage_scale(self) -> float:
         return self._r_pareto if self.apply_to == "advantage" else 1.0
 
+    def lr_scale(self) -> float:
+        return self._r_pareto if self.apply_to == "lr" else 1.0
+
     def metrics(self) -> dict[str, float]:
         return {
             "delta_hv": self._delta_hv,
+            "scaled_delta_hv": self._scaled,
             "r_pareto": self._r_pareto,
             "pareto_buffer_size": float(len(self._buffer)),
             "skipped": float(self._skipped),
@@ -192,18 +243,27 @@ class Hypervolume(WeightingStrategy):
         self._skipped = not bool(np.all(np.isfinite(p)))
         if self._skipped:
             return
-        first_is_ref = self._buffer.ref is None  # this point becomes the reference (ref_point=None)
+        self._last_step = int(step)
+        if self._buffer.ref is None:  # the first point sets the reference point and leaves r_pareto neutral
+            self._buffer = ParetoBuffer(p - self.ref_margin, maximize=True)
+            if self.ref_margin > 0:
+                self._buffer.add(p, int(step))
+            self._delta_hv = self._scaled = 0.0
+            return
+        before = self._buffer.points
         # A hypervolume can overflow to inf for huge (finite) points; keep the state finite so it stays JSON.
         self._delta_hv = min(float(self._buffer.add(p, int(step))), float(np.finfo(np.float64).max))
-        self._last_step = int(step)
-        if not first_is_ref:  # the point that becomes the reference leaves r_pareto neutral
-            self._r_pareto = float(self._f(self._delta_hv))
+        if self.hv_scale == "box_root":
+            self._scaled = box_root_scale(self._delta_hv, before, p, self._buffer.ref)
+        else:
+            self._scaled = self._delta_hv
+        self._r_pareto = float(self._f(self._scaled))
 
-    # -- state -----------------------------------------------------------------------------------------------------
     def hyperparameters(self) -> dict[str, Any]:
         out: dict[str, Any] = {"weights": self._w.tolist()} if self.preset is None else {"preset": self.preset}
         out.update(
             activation=self.activation, point_source=self.point_source, apply_to=self.apply_to,
-            hv_eval_every=self.hv_eval_every, ref_point=self.ref_point,
+            hv_scale=self.hv_scale, hv_eval_every=self.hv_eval_every, ref_point=self.ref_point,
+            ref_margin=self.ref_margin,
         )
         return out
