@@ -290,3 +290,71 @@ def test_initial_metrics():
     assert hv.metrics() == {"delta_hv": 0.0, "scaled_delta_hv": 0.0, "r_pareto": 1.0, "pareto_buffer_size": 0.0,
                             "skipped": 0.0}
     assert hv.advantage_scale() == 1.0 and hv.lr_scale() == 1.0
+
+
+# -- defaults: box-root scale, reference margin, learning-rate placement ----------------------------------------------
+def _hv_inclusion_exclusion(points, ref):
+    """Exact HV of a few maximised points by inclusion–exclusion over boxes [ref, p] (independent of moocore)."""
+    import itertools
+
+    total = 0.0
+    for r in range(1, len(points) + 1):
+        for subset in itertools.combinations(points, r):
+            corner = np.min(np.asarray(subset), axis=0)
+            total += (-1) ** (r + 1) * float(np.prod(np.clip(corner - ref, 0, None)))
+    return total
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_box_root_scale_matches_an_independent_computation(seed):
+    rng = np.random.default_rng(seed)
+    hv = Hypervolume(3, NAMES, point_source="train_batch")  # defaults: box_root, margin 0.05, lr placement
+    first = rng.uniform(0.3, 0.6, size=3)
+    hv.before_update(_batch(first, 0))
+    ref = first - 0.05
+    members = [first]
+    assert hv.lr_scale() == 1.0 and hv.state_dict()["buffer"]["ref"] == pytest.approx(ref.tolist())
+    for step in range(1, 8):
+        p = np.clip(first + rng.normal(scale=0.08, size=3), 0, 1)
+        delta = _hv_inclusion_exclusion(members + [p], ref) - _hv_inclusion_exclusion(members, ref)
+        box = np.prod(np.max(np.vstack(members + [p]), axis=0) - ref)
+        expected_s = (max(delta, 0.0) / box) ** (1 / 3)
+        hv.before_update(_batch(p, step))
+        m = hv.metrics()
+        assert m["delta_hv"] == pytest.approx(max(delta, 0.0), abs=1e-12), f"seed={seed} step={step}"
+        assert m["scaled_delta_hv"] == pytest.approx(expected_s, abs=1e-9), f"seed={seed} step={step}"
+        assert hv.lr_scale() == pytest.approx(_tanh(expected_s), abs=1e-9) and hv.advantage_scale() == 1.0
+        if delta > 1e-15:
+            members = [q for q in members if not np.all(q <= p)] + [p]
+
+
+def test_box_root_spans_the_activation_range_where_the_unit_cube_does_not():
+    """The first version's unit-cube ΔHV pinned r_pareto near 0.5; the box-root scale reaches above 1.5 for a clear
+    advance and 0.5 for a dominated point, from the same points."""
+    points = [(0.50, 0.60, 0.30), (0.56, 0.66, 0.36), (0.45, 0.55, 0.25)]  # start, +0.06 everywhere, dominated
+    box, unit = Hypervolume(3, NAMES, point_source="train_batch"), Hypervolume(3, NAMES, point_source="train_batch",
+                                                                             hv_scale="unit")
+    r_box, r_unit = [], []
+    for step, p in enumerate(points):
+        box.before_update(_batch(p, step))
+        unit.before_update(_batch(p, step))
+        r_box.append(box.lr_scale())
+        r_unit.append(unit.lr_scale())
+    assert r_box[0] == r_unit[0] == 1.0
+    # (0.11³ − 0.05³)/0.11³ = 0.906 → s = 0.968 → r = 0.5 + 1.5·tanh(0.968) = 1.60
+    assert r_box[1] == pytest.approx(0.5 + 1.5 * math.tanh(((0.11**3 - 0.05**3) / 0.11**3) ** (1 / 3)), abs=1e-9)
+    assert r_box[1] > 1.5 and r_unit[1] < 0.51
+    assert r_box[2] == r_unit[2] == 0.5
+
+
+def test_reference_margin_credits_trade_offs_but_not_dominated_points():
+    hv = Hypervolume(2, point_source="train_batch")  # margin 0.05
+    hv.before_update(_batch([0.5, 0.5], 0))
+    hv.before_update(_batch([0.6, 0.48], 1))  # better in one objective, 0.02 worse in the other: counts
+    assert hv.lr_scale() > 0.5
+    hv.before_update(_batch([0.49, 0.49], 2))  # dominated by the first point
+    assert hv.lr_scale() == 0.5
+    paper = Hypervolume(2, point_source="train_batch", ref_margin=0.0)
+    paper.before_update(_batch([0.5, 0.5], 0))
+    paper.before_update(_batch([0.6, 0.48], 1))  # below the paper's reference point in one objective: 0.5
+    assert paper.lr_scale() == 0.5
