@@ -3,20 +3,34 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
+import subprocess
+import sys
+import warnings
 
 import pytest
-from typer.testing import CliRunner
 
-from moalign.cli import app
-from moalign.demo import METHODS, DemoConfig
+from moalign.demo import METHODS, DemoConfig, quiet_libraries
 from moalign.rundir import read_jsonl
+
+# What leaks when transformers/TRL are left to print: per-run weight-loading bars, their warnings and advice.
+LEAKS = ("Loading weights", "Warning", "warnings.warn", "site-packages", "it/s]", "deprecated")
 
 
 def test_quick_demo_writes_report_and_evaluations(tmp_path):
+    # A real process, as a user runs it: pytest's own warning capture and CliRunner would hide what reaches a
+    # terminal (warnings, tqdm bars on stderr).
     out = tmp_path / "demo"
-    result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    assert "report:" in result.output
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("PYTHONWARNINGS", None)
+    proc = subprocess.run([sys.executable, "-m", "moalign.cli", "demo", "--quick", "--out", str(out)], env=env,
+                          capture_output=True, text=True, timeout=900)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    assert "report:" in output
+    leaked = [line for line in output.replace("\r", "\n").splitlines() if any(s in line for s in LEAKS)]
+    assert not leaked, "library output leaked into the demo's console:\n" + "\n".join(leaked)
     report = out / "report"
     assert {"index.html", "fronts.png", "weights.png", "summary.json"} <= {p.name for p in report.iterdir()}
     html = (report / "index.html").read_text()
@@ -36,3 +50,25 @@ def test_demo_config_errors():
     with pytest.raises(ValueError, match="--steps and --seeds must be >= 1"):
         DemoConfig(steps=0)
     assert DemoConfig(quick=True).steps == 4
+
+
+def test_quiet_libraries_is_scoped_and_restores_switches():
+    import datasets
+    import transformers
+
+    tf_log = transformers.utils.logging
+    before = (tf_log.get_verbosity(), tf_log.is_progress_bar_enabled(), datasets.is_progress_bar_enabled(),
+              logging.getLogger("trl").level)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with quiet_libraries():
+            assert tf_log.get_verbosity() == logging.ERROR and not tf_log.is_progress_bar_enabled()
+            assert not datasets.is_progress_bar_enabled()
+            warnings.warn_explicit("library advice", FutureWarning, "training_args.py", 1,
+                                   module="transformers.training_args")
+            warnings.warn_explicit("trl advice", UserWarning, "grpo_trainer.py", 1, module="trl.trainer.grpo_trainer")
+            warnings.warn_explicit("ours", UserWarning, "trainer.py", 1, module="moalign.trainer")
+    assert [str(w.message) for w in seen] == ["ours"]  # only the libraries' warnings are silenced
+    after = (tf_log.get_verbosity(), tf_log.is_progress_bar_enabled(), datasets.is_progress_bar_enabled(),
+             logging.getLogger("trl").level)
+    assert after == before

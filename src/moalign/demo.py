@@ -6,10 +6,11 @@ evaluation on the test split every few steps (step 0 included) -> ``moalign repo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
-import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,46 @@ class DemoConfig:
             raise ValueError(f"--steps and --seeds must be >= 1, got {self.steps} and {self.seeds}")
 
 
+_LIBRARY_MODULES = r"(transformers|trl|accelerate|datasets|peft)(\.|$)"
+
+
+@contextlib.contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """Only errors from transformers, datasets and TRL, and none of their progress bars, while the demo runs.
+
+    The demo shows its own progress bar; the per-run "Loading weights" bars and the libraries' advice (aimed at a
+    user who configured a trainer by hand) would bury it. Uses the libraries' own logging and progress-bar switches
+    and restores them after. Python warnings are ignored only when issued from inside those libraries (their
+    deprecation notices, e.g. TRL calling transformers' ``gradient_checkpointing_*``), which their logging switches
+    do not reach; warnings from moalign or user code still show.
+    """
+    import warnings
+
+    import datasets
+    import transformers
+
+    tf_log, ds_log = transformers.utils.logging, datasets.utils.logging
+    saved = (tf_log.get_verbosity(), tf_log.is_progress_bar_enabled(), ds_log.get_verbosity(),
+             datasets.is_progress_bar_enabled(), logging.getLogger("trl").level)
+    tf_log.set_verbosity_error()
+    tf_log.disable_progress_bar()
+    ds_log.set_verbosity_error()
+    datasets.disable_progress_bars()
+    logging.getLogger("trl").setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=_LIBRARY_MODULES)
+            yield
+    finally:
+        tf_log.set_verbosity(saved[0])
+        if saved[1]:
+            tf_log.enable_progress_bar()
+        ds_log.set_verbosity(saved[2])
+        if saved[3]:
+            datasets.enable_progress_bars()
+        logging.getLogger("trl").setLevel(saved[4])
+
+
 def _train_one(label, strategy, params, estimator, seed, model_dir, splits, cfg: DemoConfig, run_dir: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
 
@@ -103,13 +144,17 @@ def _train_one(label, strategy, params, estimator, seed, model_dir, splits, cfg:
 
 def run_demo(cfg: DemoConfig, progress: bool = True) -> Path:
     """Run the whole demo; returns the path of the report's ``index.html``."""
+    with quiet_libraries():
+        return _run_demo(cfg, progress)
+
+
+def _run_demo(cfg: DemoConfig, progress: bool) -> Path:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .data.synthetic import load_synthetic
     from .report import build_report
     from .warmstart import warm_start
 
-    warnings.filterwarnings("ignore")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
