@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from moalign import weighting
-from moalign.rl import finish_step, weigh_step
+from moalign.rl.step import finish_step, weigh_step
 
 NAMES = ["accuracy", "conciseness", "clarity"]
 # 2 prompts × 3 completions; every objective varies within some prompt; one cell unscored.

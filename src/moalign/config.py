@@ -16,35 +16,16 @@ import difflib
 import logging
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .loading import DataArguments
+
 __all__ = ["DataArguments", "load_config", "parse_overrides"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class DataArguments:
-    """Where the prompts come from.
-
-    ``dataset`` is a Hub name (``HuggingFaceH4/MATH-500``, ``DigitalLearningGmbH/MATH-lighteval``), a directory of
-    verl-style parquet files (``train/val/test.parquet``), a local jsonl/json/parquet file with ``problem`` and
-    ``answer`` columns, or ``synthetic`` (the embedded arithmetic task).
-    """
-
-    dataset: str = field(default="synthetic", metadata={"help": "Hub name, parquet directory, local file or 'synthetic'."})
-    dataset_train_split: str = field(default="train", metadata={"help": "Split used for RL training."})
-    dataset_eval_split: str | None = field(default="val", metadata={"help": "Split for evaluations (None: none)."})
-    dataset_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "Extra loader keyword arguments."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N training rows."})
-    model_kwargs: dict[str, Any] = field(
-        default_factory=dict,
-        metadata={"help": "For model 'tiny': Qwen3Config overrides; otherwise from_pretrained keyword arguments."},
-    )
 
 
 _FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")

@@ -237,10 +237,9 @@ def evaluate_run(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .config import DataArguments
+    from .loading import DataArguments, build_datasets, build_model_and_tokenizer
     from .objectives import build_objective
     from .rundir import append_jsonl, read_jsonl, read_state_file
-    from .train import build_datasets, build_model_and_tokenizer
 
     run_dir = Path(run_dir)
     if not (run_dir / "run.json").exists():

@@ -5,64 +5,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any
 
 from .config import DataArguments
+from .loading import TINY, build_datasets, build_model_and_tokenizer
 
 __all__ = ["build_model_and_tokenizer", "build_datasets", "train"]
 
 logger = logging.getLogger(__name__)
-
-TINY = "tiny"
-
-
-def build_model_and_tokenizer(model_args, data_args: DataArguments, seed: int = 0):
-    """``model: tiny`` builds the random-init test model; anything else goes through ``from_pretrained``."""
-    if model_args.model_name_or_path == TINY:
-        from .tiny import tiny_model_and_tokenizer
-
-        return tiny_model_and_tokenizer(seed=seed, **data_args.model_kwargs)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    kwargs: dict[str, Any] = {"revision": model_args.model_revision, **data_args.model_kwargs}
-    if model_args.dtype not in (None, "auto"):
-        kwargs["dtype"] = model_args.dtype
-    if model_args.attn_implementation:
-        kwargs["attn_implementation"] = model_args.attn_implementation
-    model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
-
-
-def build_datasets(data_args: DataArguments, seed: int = 42):
-    """``(train, eval)`` datasets with TRL-ready ``prompt`` and ``answer`` columns."""
-    if data_args.dataset == "synthetic":
-        from .data.synthetic import load_synthetic
-
-        splits = load_synthetic(**data_args.dataset_kwargs)
-    else:
-        from .data import load_math_dataset
-
-        splits = load_math_dataset(data_args.dataset, **data_args.dataset_kwargs)
-    if data_args.dataset_train_split not in splits:
-        raise ValueError(
-            f"dataset_train_split={data_args.dataset_train_split!r} is not a split of {data_args.dataset!r}; "
-            f"available: {', '.join(splits)}"
-        )
-    train_ds = splits[data_args.dataset_train_split]
-    if data_args.max_train_samples:
-        train_ds = train_ds.select(range(min(data_args.max_train_samples, len(train_ds))))
-    eval_ds = None
-    if data_args.dataset_eval_split:
-        if data_args.dataset_eval_split not in splits:
-            raise ValueError(
-                f"dataset_eval_split={data_args.dataset_eval_split!r} is not a split of {data_args.dataset!r}; "
-                f"available: {', '.join(splits)} (or set dataset_eval_split: null)"
-            )
-        eval_ds = splits[data_args.dataset_eval_split]
-    return train_ds, eval_ds
 
 
 def last_complete_checkpoint(output_dir: str | Path) -> str | None:

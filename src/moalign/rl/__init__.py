@@ -1,7 +1,10 @@
-"""RL maths shared by trainers: advantage estimators, per-objective gradient statistics and the framework-free step
-(:func:`weigh_step` before the policy update, :func:`finish_step` after it)."""
+"""RL maths shared by trainers: advantage estimators and per-objective gradient statistics.
+
+The framework-free step (:func:`moalign.rl.step.weigh_step` before the policy update,
+:func:`moalign.rl.step.finish_step` after it) is in :mod:`moalign.rl.step`; it is not imported here because it
+depends on :mod:`moalign.weighting`, which itself uses :mod:`moalign.rl.covariance`.
+"""
 
 from .advantages import ESTIMATORS, compute_advantages, is_linear
-from .step import AGGREGATIONS, StepRecord, finish_step, weigh_step
 
-__all__ = ["AGGREGATIONS", "ESTIMATORS", "StepRecord", "compute_advantages", "finish_step", "is_linear", "weigh_step"]
+__all__ = ["ESTIMATORS", "compute_advantages", "is_linear"]
