@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from moalign import weighting
-from moalign.rl.step import finish_step, weigh_step
+from moalign.rl.step import StepSkipped, finish_step, weigh_step
 
 NAMES = ["accuracy", "conciseness", "clarity"]
 # 2 prompts × 3 completions; every objective varies within some prompt; one cell unscored.
@@ -151,3 +151,21 @@ def test_finish_step_passes_post_update_statistics():
 def test_bad_reward_shape_is_an_error():
     with pytest.raises(ValueError, match=r"rewards must have shape \(N, 3\)"):
         weigh_step(np.zeros((6, 2)), weighting.build("fixed", 3, NAMES), num_generations=3)
+
+
+def test_a_gram_callable_that_raises_a_reason_skips_the_strategy():
+    def gram(adv):
+        raise StepSkipped("probe refused: reentrant checkpointing")
+
+    s = weighting.build("gradient", 3, NAMES)
+    before = s.weights()
+    adv, rec = weigh_step(REWARDS, s, num_generations=3, gram=gram)
+    assert rec.skip_reason == "probe refused: reentrant checkpointing"
+    np.testing.assert_array_equal(rec.weights, before)
+    assert torch.any(adv != 0)  # the batch still trains with the previous weights
+
+    def broken(adv):
+        raise RuntimeError("a real bug")
+
+    with pytest.raises(RuntimeError, match="a real bug"):
+        weigh_step(REWARDS, s, num_generations=3, gram=broken)

@@ -35,14 +35,24 @@ from ..weighting.base import StepStats, WeightingStrategy
 from .advantages import EPS, compute_advantages, nanstd
 from .covariance import within_group_covariance
 
-__all__ = ["AGGREGATIONS", "GramFn", "StepRecord", "finish_step", "weigh_step"]
+__all__ = ["AGGREGATIONS", "GramFn", "StepRecord", "StepSkipped", "finish_step", "weigh_step"]
 
 AGGREGATIONS = ("sum_then_normalize", "normalize_then_sum")
 
 #: ``gram(advantages)``: the trainer's probe. Takes the gathered per-objective advantages ``(N, K)`` (float32, 0 where
 #: unscored) and returns the Gram matrix ``(K, K)`` of the per-objective policy gradients, or ``(gram, losses)`` with
-#: the ``(K,)`` per-objective surrogate losses. Both already reduced across ranks.
+#: the ``(K,)`` per-objective surrogate losses. Both already reduced across ranks. When the statistics cannot be used
+#: it raises :class:`StepSkipped` (or any exception with a ``reason`` string, e.g. ``moalign.rl.gram.GramSkipped``):
+#: the strategy then keeps its weights and the record's ``skip_reason`` is that reason.
 GramFn = Callable[[torch.Tensor], "np.ndarray | torch.Tensor | tuple[Any, Any]"]
+
+
+class StepSkipped(RuntimeError):
+    """Raised by a :data:`GramFn` whose statistics cannot be used this step; ``reason`` is logged."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass
@@ -152,13 +162,20 @@ def weigh_step(
         if "gram" in needs or "losses" in needs:
             if gram is None:
                 raise ValueError(f"strategy {strategy.name!r} needs per-objective gradient statistics; pass gram=")
-            out = gram(mo_adv)
-            g, losses = out if isinstance(out, tuple) else (out, None)
-            stats.gram = _as_numpy(g)
-            stats.losses = None if losses is None else _as_numpy(losses)
-        strategy.before_update(stats)
-        if strategy.metrics().get("skipped"):
-            skip_reason = _skip_reason(stats)
+            try:
+                out = gram(mo_adv)
+            except Exception as exc:  # noqa: BLE001 - only the probe's own "cannot use this step" signal
+                if not isinstance(getattr(exc, "reason", None), str):
+                    raise
+                skip_reason = exc.reason
+            else:
+                g, losses = out if isinstance(out, tuple) else (out, None)
+                stats.gram = _as_numpy(g)
+                stats.losses = None if losses is None else _as_numpy(losses)
+        if skip_reason is None:
+            strategy.before_update(stats)
+            if strategy.metrics().get("skipped"):
+                skip_reason = _skip_reason(stats)
     weights = np.asarray(strategy.weights(), dtype=np.float64)
 
     if aggregation == "sum_then_normalize":
