@@ -1,0 +1,167 @@
+"""GramProbe against brute-force autograd of TRL's own loss, per loss type and mask; refusals; DDP/FSDP2 (gloo)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from trl import GRPOTrainer
+
+from moalign.rl.gram import GramProbe, GramSkipped, gram_setup_problem, loss_directions, select_parameters
+from moalign.tiny import tiny_model_and_tokenizer
+from moalign.weighting.base import WeightingStrategy, register
+
+
+@register("_test_gram_only")
+class _GramOnly(WeightingStrategy):
+    """Needs the Gram matrix, keeps its (uniform) weights."""
+
+    needs = frozenset({"gram"})
+
+
+@pytest.fixture(scope="module")
+def trainer(tmp_path_factory):
+    from tests.test_trainer import _args, _dataset  # noqa: PLC0415 - shared tiny setup
+    from moalign.trainer import MOGRPOTrainer
+
+    model, tok = tiny_model_and_tokenizer(seed=0, num_hidden_layers=3)
+    args = _args(tmp_path_factory.mktemp("gram"), strategy="_test_gram_only", gradient_checkpointing=False,
+                 bf16=False)  # fp32 matmuls, so that probe and autograd agree to float precision
+    t = MOGRPOTrainer(model=model, args=args, train_dataset=_dataset(), processing_class=tok)
+    t.model.train()
+    t.current_gradient_accumulation_steps = 1
+    return t
+
+
+def _inputs(trainer, seed, b=6, p=5, t=8, k=3, on_policy=False):
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.ones(b, t, dtype=torch.long)
+    mask[0, 5:] = 0
+    mask[3, 2:] = 0
+    inputs = {
+        "prompt_ids": torch.randint(10, 60, (b, p), generator=g), "prompt_mask": torch.ones(b, p, dtype=torch.long),
+        "completion_ids": torch.randint(10, 60, (b, t), generator=g), "completion_mask": mask,
+        "num_items_in_batch": mask.sum() * 2,  # the generation batch spans more tokens than this micro-batch
+    }
+    if not on_policy:
+        with torch.no_grad():
+            logps, _, _ = trainer._forward_logps(trainer.model, inputs)
+        inputs["old_per_token_logps"] = logps + 0.3 * torch.randn(b, t, generator=g)  # ratios ≠ 1: clipping active
+    adv = torch.randn(b, k, generator=g)
+    adv[1, 0] = 0.0
+    return inputs, adv
+
+
+def _brute_force(trainer, inputs, adv, params, scale=1.0):
+    """Per objective: TRL's own _compute_loss with that objective's advantages, autograd w.r.t. the subset."""
+    rows, losses = [], []
+    for k in range(adv.shape[1]):
+        loss = GRPOTrainer._compute_loss(trainer, trainer.model, dict(inputs, advantages=adv[:, k])) * scale
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
+                               for g, p in zip(grads, params)]).double())
+        losses.append(loss.item())
+    return torch.stack(rows), np.array(losses)
+
+
+def _probe(trainer, chunks, adv_chunks, scale=1.0):
+    probe = trainer._gram_probe_now()
+    probe.reset(len(chunks))
+    for inputs, adv in zip(chunks, adv_chunks):
+        with probe.capture():
+            logps, ent, _ = trainer._forward_logps(trainer.model, inputs)
+        probe.accumulate(logps, trainer._policy_loss_fn(trainer.model, inputs, ent), adv, scale=scale)
+    gram, losses = probe.finish()
+    return gram, losses.numpy()
+
+
+CASES = {
+    "grpo": {}, "bnpo": {"loss_type": "bnpo"}, "dr_grpo": {"loss_type": "dr_grpo"}, "dapo": {"loss_type": "dapo"},
+    "cispo": {"loss_type": "cispo"}, "sapo": {"loss_type": "sapo"}, "luspo": {"loss_type": "luspo"},
+    "vespo": {"loss_type": "vespo"},
+    "dapo+entropy_mask": {"loss_type": "dapo", "top_entropy_quantile": 0.5},
+    "grpo+off_policy_mask": {"off_policy_mask_threshold": 0.01},
+    "bnpo+delta": {"loss_type": "bnpo", "args.delta": 1.05},
+    "grpo+sequence_ratio": {"importance_sampling_level": "sequence"},
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_probe_equals_autograd_of_trl_loss_per_objective(trainer, monkeypatch, case):
+    """G = V Vᵀ with V_k = ∇ TRL._compute_loss(A_k) on the probed subset, and the losses are TRL's values."""
+    monkeypatch.setattr(trainer, "loss_type", "grpo")
+    for key, value in CASES[case].items():
+        target, name = (trainer.args, key[5:]) if key.startswith("args.") else (trainer, key)
+        monkeypatch.setattr(target, name, value)
+    assert trainer.beta == 0.0
+    inputs, adv = _inputs(trainer, seed=sorted(CASES).index(case))
+    params = [p for _, p in select_parameters(trainer.model)]
+    v, losses = _brute_force(trainer, inputs, adv, params)
+    gram, probe_losses = _probe(trainer, [inputs], [adv])
+    assert v.abs().sum() > 0
+    torch.testing.assert_close(gram, v @ v.T, rtol=2e-4, atol=1e-10)
+    np.testing.assert_allclose(probe_losses, losses, rtol=1e-4, atol=1e-7)
+
+
+def test_on_policy_loss_needs_one_direction_and_two_micro_batches_sum_before_the_gram(trainer, monkeypatch):
+    monkeypatch.setattr(trainer, "loss_type", "dapo")
+    (a, adv_a), (b, adv_b) = _inputs(trainer, 11, on_policy=True), _inputs(trainer, 12, on_policy=True)
+    logps, ent, _ = trainer._forward_logps(trainer.model, a)
+    directions, _, _ = loss_directions(trainer._policy_loss_fn(trainer.model, a, ent), logps)
+    assert len(directions) == 1  # ratio = 1, no active clip: the loss is linear in A
+    params = [p for _, p in select_parameters(trainer.model)]
+    va, la = _brute_force(trainer, a, adv_a, params, scale=0.5)
+    vb, lb = _brute_force(trainer, b, adv_b, params, scale=0.5)
+    gram, losses = _probe(trainer, [a, b], [adv_a, adv_b], scale=0.5)
+    v = va + vb  # the Gram of the summed gradient, not the sum of per-micro-batch Grams
+    torch.testing.assert_close(gram, v @ v.T, rtol=2e-4, atol=1e-10)
+    np.testing.assert_allclose(losses, la + lb, rtol=1e-4, atol=1e-7)
+    assert not torch.allclose(gram, va @ va.T + vb @ vb.T, rtol=1e-3)
+
+
+def test_probe_memory_is_one_tensor_at_a_time(trainer):
+    """No K × probed-parameters buffer with one micro-batch: the largest block is K × the largest probed tensor."""
+    inputs, adv = _inputs(trainer, 3)
+    _probe(trainer, [inputs], [adv])
+    probe = trainer._gram_probe
+    largest = max(getattr(m, n).numel() for m, names in probe.modules for n in names)
+    assert probe.peak_block_bytes == 3 * largest * 4
+    assert probe.peak_block_bytes < 3 * probe.numel * 4 / 4
+
+
+def test_probe_without_captured_modules_is_a_skip_with_its_reason(trainer):
+    inputs, adv = _inputs(trainer, 4)
+    probe = trainer._gram_probe_now()
+    probe.reset(1)
+    logps, ent, _ = trainer._forward_logps(trainer.model, inputs)  # not inside probe.capture()
+    with pytest.raises(GramSkipped, match="no probed module ran"):
+        probe.accumulate(logps, trainer._policy_loss_fn(trainer.model, inputs, ent), adv)
+
+
+def test_tied_parameters_are_refused():
+    model, _ = tiny_model_and_tokenizer(seed=0, num_hidden_layers=2)  # tie_word_embeddings
+    with pytest.raises(ValueError, match="several modules"):
+        GramProbe(model, select_parameters(model, regex="embed_tokens"), 3)
+
+
+@pytest.mark.parametrize(("kwargs", "fix"), [
+    ({"zero_stage": 3}, "zero_stage: 2"),
+    ({"fsdp_version": 1}, "fsdp_version: 2"),
+    ({"gradient_checkpointing": True, "use_reentrant": True}, "use_reentrant: false"),
+])
+def test_unsupported_parallel_setups_are_refused_with_the_fix(kwargs, fix):
+    assert fix in gram_setup_problem(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"zero_stage": 2}, {"fsdp_version": 2},
+                                    {"gradient_checkpointing": True, "use_reentrant": False}])
+def test_supported_parallel_setups_pass(kwargs):
+    assert gram_setup_problem(**kwargs) is None
+
+
+def test_reentrant_checkpointing_is_refused_at_trainer_construction(tmp_path):
+    from tests.test_trainer import _trainer
+
+    with pytest.raises(ValueError, match="use_reentrant: false"):
+        _trainer(tmp_path, strategy="_test_gram_only", gradient_checkpointing=True,
+                 gradient_checkpointing_kwargs={"use_reentrant": True})
