@@ -5,9 +5,10 @@ decoding, plus ``length``: the mean completion length in tokens (generated token
 EOS, as TRL's ``completion_ids`` count them). Both papers evaluate greedily on the test split every 5 steps and at
 step 0.
 
-The *normalised point* of an evaluation (DESIGN.md, run directory) maps every objective to [0, 1] with 1 = better:
-an objective whose ``eval_metric`` is ``"length"`` (conciseness) becomes ``1 - length / max_completion_length``,
-the others are their mean scores. Hypervolume is computed in this space with the reference point at the origin.
+The *normalised point* of an evaluation (docs/design.md, "Normalised space") maps every objective to [0, 1] with
+1 = better: an objective whose ``eval_metric`` is ``"length"`` (conciseness) becomes
+``1 - length / max_completion_length``, the others are their mean scores. Hypervolume is computed in this space
+with the reference point at the origin.
 """
 
 from __future__ import annotations
@@ -153,7 +154,7 @@ def eval_matrix(evals: Sequence[dict[str, Any]], space: Sequence[tuple[str, bool
 
 
 def normalise_metrics(values: np.ndarray, space: Sequence[tuple[str, bool]], max_completion_length: int) -> np.ndarray:
-    """Raw metrics -> DESIGN.md's normalised space: length as ``1 - length/max_completion_length``, others as-is."""
+    """Raw metrics -> the normalised space (docs/design.md): length as ``1 - length/max_completion_length``."""
     out = np.array(values, dtype=np.float64, copy=True)
     for j, (metric, _) in enumerate(space):
         if metric == "length":

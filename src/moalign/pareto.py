@@ -384,8 +384,9 @@ def normalize(points: ArrayLike, /, lower: ArrayLike, upper: ArrayLike, *, maxim
 
     Examples
     --------
-    DESIGN.md's space for HV over (accuracy, length in tokens, clarity) with ``max_completion_length = 2048``:
-    accuracy and clarity as they are, length as ``1 − length / 2048``, reference point at the origin.
+    The normalised space of docs/design.md for HV over (accuracy, length in tokens, clarity) with
+    ``max_completion_length = 2048``: accuracy and clarity as they are, length as ``1 − length / 2048``, reference
+    point at the origin.
 
     >>> evals = [[0.5, 512.0, 0.25], [0.75, 1024.0, 0.5]]
     >>> space = normalize(evals, lower=[0, 0, 0], upper=[1, 2048, 1], maximize=[True, False, True])

@@ -774,7 +774,7 @@ class _MOCallback(TrainerCallback):
         if t._evaluator is not None and state.global_step == 0:
             t._evaluator.evaluate(0)
             if "validation" in t.strategy.needs:
-                # The initial policy's point: the hypervolume strategy's reference point (DESIGN.md).
+                # The initial policy's point: the hypervolume reference point (docs/design.md, Reference facts).
                 t.strategy.set_reference_point(t._evaluator.validation_point(0), step=0)
 
     def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):

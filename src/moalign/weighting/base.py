@@ -8,8 +8,8 @@ fixed points of every RL step (one step = one generation batch), in this order:
    methods (``needs`` contains ``"gram"``) receive the Gram matrix of per-objective policy gradients here and set
    the weights for this same batch.
 3. :meth:`WeightingStrategy.scalarize` -- turns the ``(N, K)`` rewards into ``(N,)`` scalar rewards. Linear
-   scalarization ``r @ w`` by default; Tchebycheff-type methods override it (an extension of DESIGN.md's interface:
-   a non-linear scalarization cannot be expressed as weights alone).
+   scalarization ``r @ w`` by default; Tchebycheff-type methods override it (a non-linear scalarization cannot be
+   expressed as weights alone; docs/design.md, "Strategy interface").
 4. :meth:`WeightingStrategy.advantage_scale` -- multiplier on this step's final advantages (1.0 by default).
 5. :meth:`WeightingStrategy.after_update` -- after the policy update, with post-update statistics.
 6. :meth:`WeightingStrategy.state_dict` / :meth:`WeightingStrategy.load_state_dict` -- JSON types only. A strategy

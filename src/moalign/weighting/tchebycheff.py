@@ -30,7 +30,7 @@ symbol   parameter             default
 =======  ====================  ==========================================================
 
 Deviation: the reference code scalarizes per token, which mixes the max over objectives with positions of
-different sequences; here the scalarization is per sequence (DESIGN.md, Reference facts).
+different sequences; here the scalarization is per sequence (docs/design.md, Reference facts).
 """
 
 from __future__ import annotations
