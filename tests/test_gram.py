@@ -165,3 +165,25 @@ def test_reentrant_checkpointing_is_refused_at_trainer_construction(tmp_path):
     with pytest.raises(ValueError, match="use_reentrant: false"):
         _trainer(tmp_path, strategy="_test_gram_only", gradient_checkpointing=True,
                  gradient_checkpointing_kwargs={"use_reentrant": True})
+
+
+def test_two_process_ddp_and_fsdp2_gram_is_the_gram_of_the_global_gradient(tmp_path):
+    """2 CPU processes (gloo), different local batches: probe == Gram of brute-force global gradients (DDP's averaged
+    .grad; FSDP2's reduce-scattered DTensor shards, gathered), and != the mean of per-rank Grams."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "gram.json"
+    script = Path(__file__).with_name("_gram_dist.py")
+    proc = subprocess.run([sys.executable, str(script), "ddp,fsdp2", str(out)], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    for mode in ("ddp", "fsdp2"):
+        gram, brute = np.array(results[mode]["gram"]), np.array(results[mode]["brute"])
+        np.testing.assert_allclose(gram, brute, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(results["fsdp2"]["gram"], results["ddp"]["gram"], rtol=1e-5)
+    per_rank = np.array(results["ddp"]["mean_of_rank_grams"])
+    assert np.all(np.diag(per_rank) > 1.5 * np.diag(np.array(results["ddp"]["gram"])))  # the old, biased Gram
