@@ -210,6 +210,8 @@ def test_config_errors_name_field_and_fix(tmp_path):
 class _Stateful(WeightingStrategy):
     """Test strategy whose weights depend on the whole history of reward means (so resume must restore it)."""
 
+    state_fields = {"weights": weighting.base.StateField("_w"), "logits": weighting.base.StateField("logits")}
+
     def __init__(self, num_objectives, objective_names=None):
         super().__init__(num_objectives, objective_names)
         self.logits = np.zeros(num_objectives)
@@ -217,13 +219,6 @@ class _Stateful(WeightingStrategy):
     def before_update(self, stats):
         self.logits += 1.0 - np.nan_to_num(stats.objective_means)
         self._set_weights(weighting.base.softmax(self.logits))
-
-    def state_dict(self):
-        return {"weights": self._w.tolist(), "logits": self.logits.tolist()}
-
-    def load_state_dict(self, state):
-        super().load_state_dict(state)
-        self.logits = np.asarray(state["logits"], dtype=float)
 
 
 def test_resume_continues_same_weight_trajectory(tmp_path):
@@ -275,12 +270,12 @@ def test_peft_lora_with_gram_probes_the_adapter(tmp_path):
     args = _args(tmp_path, strategy="_test_gram_recorder", advantage_estimator="rloo")
     trainer = MOGRPOTrainer(model=model, args=args, train_dataset=_dataset(), processing_class=tok,
                             peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
-    probed = {id(p) for p in trainer._gram_probe.params}
-    trainable = {id(p) for p in trainer.model.parameters() if p.requires_grad}
-    assert probed == trainable and trainable
     frozen_before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if not p.requires_grad}
     lora_before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     trainer.train()
+    probed = set(trainer._gram_probe.param_names)  # the probe is built on the prepared model at the first step
+    trainable = {n for n, p in trainer.accelerator.unwrap_model(trainer.model).named_parameters() if p.requires_grad}
+    assert probed == trainable and trainable
     assert len(trainer.strategy.grams) == 2 and all(np.isfinite(g).all() for g in trainer.strategy.grams)
     params = dict(trainer.model.named_parameters())
     assert all(torch.equal(params[n], v) for n, v in frozen_before.items())

@@ -39,8 +39,7 @@ from . import weighting
 from .evaluation import eval_metric_name
 from .objectives import ScoreCountError, sanitize_scores
 from .rl.advantages import ESTIMATORS, compute_advantages, is_linear
-from .rl.covariance import within_group_covariance
-from .rl.gram import GramProbe, per_objective_losses, select_parameters
+from .rl.gram import GramProbe, GramSkipped, gram_setup_problem, select_parameters
 from .rundir import (
     STATE_FILE,
     STATE_FORMAT_VERSION,
@@ -51,6 +50,7 @@ from .rundir import (
     set_aside_old_logs,
     truncate_jsonl,
 )
+from .rl.step import StepRecord, StepSkipped, finish_step, weigh_step
 from .weighting.base import StepStats
 
 __all__ = ["MOGRPOConfig", "MOGRPOTrainer"]
@@ -234,6 +234,7 @@ class _Batch:
     validation_point: np.ndarray | None = None
     generated_at: float = 0.0
     skip_reason: str | None = None
+    record: StepRecord | None = None  # what rl.step.weigh_step decided
 
 
 class MOGRPOTrainer(GRPOTrainer):
@@ -309,16 +310,16 @@ class MOGRPOTrainer(GRPOTrainer):
         )
         # TRL validates reward_weights against reward_funcs; we drive them ourselves each step.
         self.reward_weights = torch.tensor(self.strategy.weights(), dtype=torch.float32)
-        self.scalarize_with_trl = False
 
-        needs = set(getattr(self.strategy, "needs", ()))
-        self._gram_probe: GramProbe | None = None
-        if "gram" in needs or "losses" in needs:
-            params = [p for _, p in select_parameters(self.model, args.gram_layers, args.gram_param_regex)]
-            self._gram_probe = GramProbe(params, k)
+        needs = self.strategy.needs
+        self._gram_probe: GramProbe | None = None  # built on the wrapped model at the first step (_gram_probe_now)
+        self._gram_wanted = "gram" in needs or "losses" in needs
+        if self._gram_wanted:
+            self._check_gram_setup()
+            select_parameters(self.model, args.gram_layers, args.gram_param_regex)  # bad selections fail here
         # One forward for the Gram and the update when each rank's generation batch is a single micro-batch.
         self._gram_one_pass = (
-            self._gram_probe is not None
+            self._gram_wanted
             and args.steps_per_generation == 1
             and self.num_iterations == 1
             and args.gradient_accumulation_steps == 1
@@ -383,20 +384,24 @@ class MOGRPOTrainer(GRPOTrainer):
         batch = _Batch(stats=stats, rewards=rewards, process_slice=process_slice, local=dict(output))
         batch.timings["generate"] = t_generate
         batch.generated_at = time.perf_counter()
-        batch.unscored = {g.__name__: g.unscored for g in self._guards}
+        # Each rank scores its own completions: sum the counts so they match the gathered N.
+        counts = torch.tensor([g.unscored for g in self._guards], device=self.accelerator.device)
+        if self.accelerator.num_processes > 1:
+            counts = self.accelerator.reduce(counts, reduction="sum")
+        batch.unscored = {g.__name__: int(c) for g, c in zip(self._guards, counts.tolist())}
         for g in self._guards:
-            if g.unscored:
+            if batch.unscored[g.__name__] and self.accelerator.is_main_process:
                 logger.warning(
-                    "objective %r left %d of %d completions unscored at step %d%s",
-                    g.__name__, g.unscored, n, stats.step, f" (first error: {g.errors[0]})" if g.errors else "",
+                    "objective %r left %d of %d completions unscored at step %d%s", g.__name__,
+                    batch.unscored[g.__name__], n, stats.step, f" (first error: {g.errors[0]})" if g.errors else "",
                 )
         self._batch = batch
 
-        if self._gram_probe is not None and self._gram_one_pass:
+        if self._gram_wanted and self._gram_one_pass:
             self._deferred = batch  # the Gram comes from the update's own forward, in compute_loss
             output["advantages"] = torch.zeros(local_n, device=rewards.device)
             return output
-        if self._gram_probe is not None:
+        if self._gram_wanted:
             t0 = time.perf_counter()
             self._probe_gram(batch, output)
             batch.timings["strategy"] += time.perf_counter() - t0
@@ -411,28 +416,32 @@ class MOGRPOTrainer(GRPOTrainer):
         return float(self.args.learning_rate)
 
     def _weigh(self, batch: _Batch) -> None:
-        """Strategy hook ``before_update``, then the scalar advantages for the whole gathered batch."""
+        """The framework-free step (:func:`moalign.rl.step.weigh_step`) on the whole gathered batch.
+
+        The Gram probe has already run (``_probe_gram`` or the one-pass path in ``compute_loss``) and left its result
+        in ``batch.stats`` (or a ``batch.skip_reason``); the callable hands it over."""
         t0 = time.perf_counter()
-        stats = batch.stats
-        if np.isnan(stats.rewards).all():
-            logger.warning("step %d: no completion could be scored; the strategy skips its update", stats.step)
-        else:
-            self.strategy.before_update(stats)
-            if self.strategy.metrics().get("skipped"):
-                reason = "non-finite Gram matrix" if stats.gram is not None and not np.all(np.isfinite(stats.gram)) \
-                    else "non-finite statistics"
-                batch.skip_reason = reason
-                logger.warning("step %d: strategy %r kept its previous weights (%s)", stats.step, self.strategy.name,
-                               reason)
-        batch.weights = np.asarray(self.strategy.weights(), dtype=np.float64)
-        scalar = torch.as_tensor(self.strategy.scalarize(stats.rewards), dtype=torch.float32)
-        adv = compute_advantages(scalar, self.args.advantage_estimator, self.num_generations, self.scale_rewards)
-        batch.advantage_scale = float(self.strategy.advantage_scale())
-        adv = adv * batch.advantage_scale
+        probed = batch.stats
+
+        def gram(_advantages):
+            if batch.skip_reason is not None:
+                raise StepSkipped(batch.skip_reason)
+            return probed.gram, probed.losses
+
+        adv, record = weigh_step(
+            batch.rewards, self.strategy, num_generations=self.num_generations,
+            estimator=self.args.advantage_estimator, scale_rewards=self.scale_rewards,
+            aggregation=self.multi_objective_aggregation, step=probed.step, lr=probed.lr,
+            gram=gram if self._gram_wanted else None,
+        )
+        if record.skip_reason is not None:
+            logger.warning("step %d: strategy %r kept its previous weights (%s)", record.step, self.strategy.name,
+                           record.skip_reason)
+        batch.record, batch.stats, batch.skip_reason = record, record.stats, record.skip_reason
+        batch.weights, batch.advantage_scale, batch.covariance = record.weights, record.advantage_scale, \
+            record.covariance
         batch.advantages = adv.to(batch.rewards.device)
-        stats.scalarized_advantages = adv.double().numpy()
-        batch.covariance = within_group_covariance(stats.rewards, stats.scalarized_advantages, stats.group_ids)
-        self.reward_weights = torch.tensor(batch.weights, dtype=torch.float32)
+        self.reward_weights = torch.tensor(record.weights, dtype=torch.float32)
         batch.timings["strategy"] += time.perf_counter() - t0
 
     # ------------------------------------------------------------------------------------------------------------
@@ -447,41 +456,100 @@ class MOGRPOTrainer(GRPOTrainer):
             compute_aux_loss=self.aux_loss_enabled,
         )
 
-    def _surrogate_losses(self, logps, chunk):
-        mask = chunk["completion_mask"]
-        if "tool_mask" in chunk:
-            mask = mask * chunk["tool_mask"]
-        return per_objective_losses(
-            logps, chunk.get("old_per_token_logps"), chunk["mo_advantages"], mask, self.loss_type,
-            self.max_completion_length,
+    def _check_gram_setup(self) -> None:
+        """Refuses, at start-up, parallel setups on which the Gram probe cannot be exact (rl.gram.gram_setup_problem)."""
+        state = self.accelerator.state
+        zero = state.deepspeed_plugin.zero_stage if getattr(self, "is_deepspeed_enabled", False) else None
+        fsdp = getattr(state.fsdp_plugin, "fsdp_version", 1) if getattr(self, "is_fsdp_enabled", False) else None
+        kwargs = self.args.gradient_checkpointing_kwargs or {}
+        problem = gram_setup_problem(
+            zero_stage=zero, fsdp_version=fsdp, gradient_checkpointing=bool(self.args.gradient_checkpointing),
+            use_reentrant=kwargs.get("use_reentrant", False),
         )
+        if problem:
+            raise ValueError(f"strategy {self.strategy.name!r} needs per-objective gradient statistics, but {problem}")
 
-    def _reduce_gram(self, batch: _Batch) -> None:
-        gram = self._gram_probe.gram().to(self.accelerator.device)
-        losses = self._gram_probe.losses().to(self.accelerator.device)
-        if self.accelerator.num_processes > 1:
-            gram = self.accelerator.reduce(gram, reduction="mean")
-            losses = self.accelerator.reduce(losses, reduction="mean")
-        batch.stats.gram = gram.cpu().numpy()
-        batch.stats.losses = losses.cpu().numpy()
+    def _gram_probe_now(self) -> GramProbe:
+        """The probe, built at the first step on the model as accelerate prepared it (DDP/FSDP2 wrapping done)."""
+        if self._gram_probe is None:
+            model = self.accelerator.unwrap_model(self.model)
+            params = select_parameters(model, self.args.gram_layers, self.args.gram_param_regex)
+            reduce = self._all_reduce_mean if self.accelerator.num_processes > 1 else None
+            self._gram_probe = GramProbe(model, params, len(self.objective_names), all_reduce=reduce)
+        return self._gram_probe
+
+    def _all_reduce_mean(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self.accelerator.reduce(tensor.to(self.accelerator.device), reduction="mean")
+
+    @contextlib.contextmanager
+    def _policy_term_only(self):
+        """TRL's loss without the objective-independent terms (KL, entropy bonus, aux) and without metric logging."""
+        saved = {name: getattr(self, name) for name in ("beta", "_entropy_bonus_enabled", "aux_loss_enabled")
+                 if hasattr(self, name)}
+        lengths = {key: len(v) for key, v in self._metrics["train"].items()}
+        self.beta, self._entropy_bonus_enabled, self.aux_loss_enabled = 0.0, False, False
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                setattr(self, name, value)
+            for key in list(self._metrics["train"]):
+                del self._metrics["train"][key][lengths.get(key, 0):]
+
+    def _policy_loss_fn(self, model, chunk: dict[str, Any], entropies: torch.Tensor | None):
+        """``(logps, advantages) -> loss``: TRL's own ``_compute_loss`` on a given forward (GramProbe's loss_fn)."""
+
+        def loss_fn(logps, advantages):
+            inputs = dict(chunk, advantages=advantages)
+            self._cached_forward = (logps, None if entropies is None else entropies.detach(), None)
+            try:
+                with self._policy_term_only():
+                    return GRPOTrainer._compute_loss(self, model, inputs)
+            finally:
+                self._cached_forward = None
+
+        return loss_fn
+
+    def _finish_gram(self, batch: _Batch, probe: GramProbe) -> None:
+        """All-reduced Gram and losses into the step's stats, or a skip with its true reason."""
+        gram, losses = probe.finish(self.accelerator.device)
+        gram, losses = gram.numpy(), losses.numpy()
+        adv = batch.stats.advantages
+        if not np.all(np.isfinite(gram)):
+            reason = "non-finite Gram matrix (NaN/inf in the per-objective gradients of the probed parameters)"
+        elif not gram.any() and np.nan_to_num(adv).any():
+            reason = ("all-zero Gram matrix although objective advantages are non-zero: no probed parameter got a "
+                      "gradient (every completion token masked, clipped or outside the entropy mask, or the probed "
+                      "parameters are not on the loss's graph)")
+        else:
+            batch.stats.gram, batch.stats.losses = gram, losses
+            return
+        batch.skip_reason = reason
 
     def _probe_gram(self, batch: _Batch, output: dict[str, Any]) -> None:
-        """Extra pass over the local generation batch: one forward and K partial backwards per micro-batch."""
-        probe = self._gram_probe
-        probe.reset()
+        """Extra pass over the local generation batch: per micro-batch one forward and one or two backwards."""
+        probe = self._gram_probe_now()
         b = output["prompt_ids"].shape[0]
         size = self.args.per_device_train_batch_size
         chunks = max(1, math.ceil(b / size))
-        keys = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "mo_advantages",
-                "old_per_token_logps", "tool_mask")
-        for c in range(chunks):
-            sl = slice(c * size, (c + 1) * size)
-            chunk = {key: output[key][sl] for key in keys if output.get(key) is not None}
-            with self.compute_loss_context_manager():
-                logps, _, _ = self._forward_logps(self.model, chunk)
-                probe.accumulate(self._surrogate_losses(logps, chunk), scale=1.0 / chunks, retain_graph=True)
-            del logps
-        self._reduce_gram(batch)
+        probe.reset(chunks)
+        # TRL divides each micro-batch's loss by the accumulation steps of its window; the probe's gradient is one
+        # optimizer step's worth averaged over the generation batch: sum of micro-batch gradients × gas / spg.
+        scale = self.current_gradient_accumulation_steps / self.args.steps_per_generation
+        try:
+            for c in range(chunks):
+                sl = slice(c * size, (c + 1) * size)
+                chunk = {key: (v[sl] if torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == b else v)
+                         for key, v in output.items()}
+                with self.compute_loss_context_manager(), probe.capture():
+                    logps, entropies, _ = self._forward_logps(self.model, chunk)
+                probe.accumulate(logps, self._policy_loss_fn(self.model, chunk, entropies), chunk["mo_advantages"],
+                                 scale=scale)
+                del logps, entropies
+        except GramSkipped as skipped:
+            batch.skip_reason = skipped.reason
+            return
+        self._finish_gram(batch, probe)
 
     # ------------------------------------------------------------------------------------------------------------
     # loss
@@ -502,10 +570,17 @@ class MOGRPOTrainer(GRPOTrainer):
         if self.model.training and self._deferred is not None:
             batch, self._deferred = self._deferred, None
             t0 = time.perf_counter()
-            forward = self._forward_logps(model, inputs)
-            self._gram_probe.reset()
-            self._gram_probe.accumulate(self._surrogate_losses(forward[0], inputs), scale=1.0, retain_graph=True)
-            self._reduce_gram(batch)
+            probe = self._gram_probe_now()
+            probe.reset(1)
+            with probe.capture():
+                forward = self._forward_logps(model, inputs)
+            try:
+                probe.accumulate(forward[0], self._policy_loss_fn(model, inputs, forward[1]), inputs["mo_advantages"],
+                                 scale=self.current_gradient_accumulation_steps / self.args.steps_per_generation,
+                                 retain_graph=True)
+                self._finish_gram(batch, probe)
+            except GramSkipped as skipped:
+                batch.skip_reason = skipped.reason
             batch.timings["strategy"] += time.perf_counter() - t0
             self._weigh(batch)
             inputs["advantages"] = batch.advantages[inputs["mo_index"]]
@@ -556,18 +631,14 @@ class MOGRPOTrainer(GRPOTrainer):
             return
         t0 = time.perf_counter()
         batch.timings["update"] = t0 - batch.generated_at - batch.timings["strategy"]
-        stats = batch.stats
-        needs = set(getattr(self.strategy, "needs", ()))
-        if "post_update" in needs:
-            stats.clipped_advantage_weights = self._clipped_advantage_weights(batch)
+        needs = self.strategy.needs
+        clipped = self._clipped_advantage_weights(batch) if "post_update" in needs else None
         step_after = int(self.state.global_step)
         rl_step = self.rl_steps_done()
         if "validation" in needs and self._evaluator is not None and self.strategy.wants_validation_point(rl_step):
             batch.validation_point = self._evaluator.validation_point(step_after)
-            stats.validation_point = batch.validation_point
-            stats.validation_step = step_after
-        if not np.isnan(stats.rewards).all():
-            self.strategy.after_update(stats)
+        finish_step(self.strategy, batch.record, clipped_advantage_weights=clipped,
+                    validation_point=batch.validation_point, validation_step=step_after)
         batch.timings["strategy"] += time.perf_counter() - t0
         self._log_step(batch, step_after, rl_step)
         if self._evaluator is not None and self.args.mo_eval_steps and rl_step % self.args.mo_eval_steps == 0:
@@ -710,7 +781,7 @@ class MOGRPOTrainer(GRPOTrainer):
                     for o in self.objectives
                 ],
                 "strategy": {"name": self.strategy.name, "repr": repr(self.strategy),
-                             "needs": sorted(getattr(self.strategy, "needs", ()))},
+                             "needs": sorted(self.strategy.needs)},
                 "advantage_estimator": self.args.advantage_estimator,
                 "seed": self.args.seed,
                 "versions": package_versions(),
