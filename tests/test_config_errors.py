@@ -42,7 +42,7 @@ def _write(path, text):
 def test_misspelt_strategy_or_objective_is_reported_before_trls_checks(tmp_path):
     # TRL's GRPOConfig defaults to bf16=True: on a machine without a bf16 GPU, TrainingArguments rejects that
     # ("Your setup doesn't support bf16/gpu"). moalign's name checks must come first.
-    cfg = _write(tmp_path / "c.yaml", f"model: tiny\ndataset: synthetic\nstrategy: hypervolme\noutput_dir: {tmp_path}\n")
+    cfg = _write(tmp_path / "c.yaml", f"model: tiny\ndataset: synthetic\nstrategy: hypervolme\noutput_dir: {tmp_path}")
     with pytest.raises(ValueError, match="hypervolme") as info:
         load_config(cfg)
     assert "hypervolume" in str(info.value) and "bf16" not in str(info.value)

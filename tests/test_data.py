@@ -1,5 +1,5 @@
-"""Math dataset loading: the shipped verl parquet split (``math500``), Hub-shaped files (the Hub call itself needs a network), local
-jsonl/json/parquet files with problem/answer, GSM8K-style answers, and the errors."""
+"""Math dataset loading: the shipped verl parquet split (``math500``), Hub-shaped files (the Hub call itself needs a
+network), local jsonl/json/parquet files with problem/answer, GSM8K-style answers, and the errors."""
 
 from __future__ import annotations
 

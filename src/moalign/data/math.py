@@ -44,7 +44,8 @@ logger = logging.getLogger(__name__)
 STEP_BY_STEP_SUFFIX = "Let's think step by step and output the final answer within \\boxed{}."
 
 MATH500_DIR = Path(__file__).resolve().parent / "math500"
-"""The shipped Math500 split: ``train.parquet`` (300 rows), ``val.parquet`` (100), ``test.parquet`` (100), verl schema."""
+"""The shipped Math500 split: ``train.parquet`` (300 rows), ``val.parquet`` (100), ``test.parquet`` (100), verl
+schema; the MIT licence notice of MATH is in ``README.md`` beside them."""
 
 SHIPPED_DATASETS = {"math500": MATH500_DIR}
 """Short names accepted by :func:`load_math_dataset` (and ``dataset:`` in configs) for data shipped in the package."""
