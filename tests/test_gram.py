@@ -187,3 +187,46 @@ def test_two_process_ddp_and_fsdp2_gram_is_the_gram_of_the_global_gradient(tmp_p
     np.testing.assert_allclose(results["fsdp2"]["gram"], results["ddp"]["gram"], rtol=1e-5)
     per_rank = np.array(results["ddp"]["mean_of_rank_grams"])
     assert np.all(np.diag(per_rank) > 1.5 * np.diag(np.array(results["ddp"]["gram"])))  # the old, biased Gram
+
+
+@pytest.mark.parametrize(("gas", "spg", "loss_type"), [(1, 1, "dapo"), (2, 2, "grpo")])
+def test_gram_path_with_fixed_weights_is_exactly_trls_update(tmp_path, gas, spg, loss_type):
+    """The probe (one-pass when gas = spg = 1, a separate pass otherwise) leaves TRL's update untouched."""
+    from trl import GRPOConfig
+
+    from moalign.objectives import Accuracy, Clarity, Conciseness
+    from moalign.trainer import MOGRPOConfig, MOGRPOTrainer
+    from tests.test_trainer import _dataset
+
+    common = dict(
+        per_device_train_batch_size=8 // spg, num_generations=4, max_completion_length=12, max_steps=1,
+        learning_rate=1e-2, report_to="none", logging_steps=1, use_cpu=True, seed=0, save_strategy="no",
+        disable_tqdm=True, gradient_accumulation_steps=gas, steps_per_generation=spg, loss_type=loss_type,
+    )
+    model_a, tok_a = tiny_model_and_tokenizer(seed=0, num_hidden_layers=2)
+    model_b, tok_b = tiny_model_and_tokenizer(seed=0, num_hidden_layers=2)
+    ours = MOGRPOTrainer(model=model_a, train_dataset=_dataset(), processing_class=tok_a,
+                         args=MOGRPOConfig(output_dir=str(tmp_path / "a"), strategy="_test_gram_only", **common))
+    assert ours._gram_one_pass == (gas == 1)
+    ours.train()
+    assert ours._gram_probe is not None and np.isfinite(ours._gram_probe.gram()).all()
+    trl = GRPOTrainer(model=model_b, reward_funcs=[Accuracy(), Conciseness(), Clarity()], train_dataset=_dataset(),
+                      processing_class=tok_b,
+                      args=GRPOConfig(output_dir=str(tmp_path / "b"), reward_weights=[1 / 3] * 3, **common))
+    trl.train()
+    loss_a = [h["loss"] for h in ours.state.log_history if "loss" in h]
+    loss_b = [h["loss"] for h in trl.state.log_history if "loss" in h]
+    assert loss_a == pytest.approx(loss_b, abs=1e-6)
+    for (name, pa), (_, pb) in zip(model_a.named_parameters(), model_b.named_parameters()):
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_all_zero_gram_with_varying_rewards_is_a_logged_skip_with_its_reason(tmp_path, monkeypatch):
+    from moalign.rundir import read_jsonl
+    from tests.test_trainer import _trainer
+
+    monkeypatch.setattr(GramProbe, "gram", lambda self: torch.zeros(3, 3, dtype=torch.float64))
+    trainer = _trainer(tmp_path, strategy="_test_gram_only", max_steps=1, advantage_estimator="rloo")
+    trainer.train()
+    (step,) = read_jsonl(trainer.run_dir / "steps.jsonl")
+    assert step["skip_reason"].startswith("all-zero Gram matrix although objective advantages are non-zero")
