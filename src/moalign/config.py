@@ -152,7 +152,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
     """
     from trl import ModelConfig
 
-    from .trainer import MOGRPOConfig
+    from .trainer import DEFAULT_OBJECTIVES, MOGRPOConfig
 
     raw: dict[str, Any] = {}
     if path is not None:
@@ -193,6 +193,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
     _check_types(raw, MOGRPOConfig, train_keys)
     train_kwargs = {k: v for k, v in raw.items() if k in train_keys}
     train_kwargs.setdefault("output_dir", "runs/moalign")
+    train_kwargs.setdefault("objectives", list(DEFAULT_OBJECTIVES))  # so the strategy is fully checked now
     _device_defaults(train_kwargs)
     try:
         train_args = MOGRPOConfig(**train_kwargs)

@@ -53,7 +53,10 @@ from .rundir import (
 from .rl.step import StepRecord, StepSkipped, finish_step, weigh_step
 from .weighting.base import StepStats
 
-__all__ = ["MOGRPOConfig", "MOGRPOTrainer"]
+__all__ = ["DEFAULT_OBJECTIVES", "MOGRPOConfig", "MOGRPOTrainer"]
+
+#: The objectives of both papers, in their weight order; used when neither the trainer nor the config names any.
+DEFAULT_OBJECTIVES = ("accuracy", "conciseness", "clarity")
 
 logger = logging.getLogger(__name__)
 
@@ -77,10 +80,11 @@ class MOGRPOConfig(GRPOConfig):
         mo_eval_steps, mo_eval_size, interference_window.
     """
 
-    objectives: list[str] = field(
-        default_factory=lambda: ["accuracy", "conciseness", "clarity"],
-        metadata={"help": "Objective registry names (or 'module:callable' paths) in weight order. Both papers use "
-                  "[accuracy, conciseness, clarity]."},
+    objectives: list[Any] | None = field(
+        default=None,
+        metadata={"help": "Objective registry names (or 'module:callable' paths, or callables) in weight order. "
+                  "Default: the objectives passed to MOGRPOTrainer(objectives=...), else [accuracy, conciseness, "
+                  "clarity] (both papers, in this order). `moalign train` fills the default in."},
     )
     strategy: str = field(
         default="fixed",
@@ -125,8 +129,49 @@ class MOGRPOConfig(GRPOConfig):
         self.scale_rewards = {True: "group", False: "none"}.get(self.scale_rewards, self.scale_rewards)
         self._check_moalign_fields()
         super().__post_init__()
+        self._check_step_alignment()
+
+    def _check_step_alignment(self) -> None:
+        # The strategy sets a generation batch's weights before its update and adapts them after it (finish_step at
+        # the optimizer step that consumes the batch's last micro-batch): each generation batch must end on an
+        # optimizer-step boundary and no optimizer step may span two generation batches.
+        generate_every = self.steps_per_generation * self.num_iterations  # micro-batches per generation batch
+        if generate_every % self.gradient_accumulation_steps:
+            raise ValueError(
+                f"steps_per_generation × num_iterations ({self.steps_per_generation} × {self.num_iterations} = "
+                f"{generate_every}) must be a multiple of gradient_accumulation_steps "
+                f"({self.gradient_accumulation_steps}): moalign adapts the weights once per generation batch, after "
+                "the optimizer step that finishes it. Set steps_per_generation to a multiple of "
+                "gradient_accumulation_steps (TRL's default, steps_per_generation = gradient_accumulation_steps, works)"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        # Callables in `objectives` become their names, so TrainingArguments.to_json_string (TensorBoard, W&B,
+        # run.json) stays JSON.
+        out = super().to_dict()
+        if out.get("objectives") is not None:
+            out["objectives"] = [_objective_label(o) for o in out["objectives"]]
+        return out
 
     def _check_moalign_fields(self) -> None:
+        if not isinstance(self.strategy_params, dict):
+            raise ValueError(f"strategy_params must be a mapping, but got {type(self.strategy_params).__name__}")
+        if self.advantage_estimator not in ESTIMATORS:
+            raise ValueError(
+                f"advantage_estimator={self.advantage_estimator!r} is unknown; use one of {', '.join(sorted(ESTIMATORS))}"
+            )
+        if self.objectives is None:
+            # The objectives come with the trainer (MOGRPOTrainer(objectives=...)), which validates the strategy
+            # against them; here only the strategy's name and parameter names can be checked.
+            unknown = sorted(set(self.strategy_params) - set(weighting.base.accepted_parameters(self.strategy)))
+            if unknown:
+                raise ValueError(
+                    f"strategy {self.strategy!r} got unknown parameter(s) {unknown}; it accepts: "
+                    f"{', '.join(weighting.base.accepted_parameters(self.strategy)) or '(none)'}"
+                )
+            self._check_needs(weighting.base.STRATEGIES[self.strategy].needs)
+            self._check_common()
+            return
         if isinstance(self.objectives, str) or not isinstance(self.objectives, (list, tuple)):
             raise ValueError(
                 f"objectives must be a list of names, e.g. [accuracy, conciseness, clarity], but got {self.objectives!r}"
@@ -147,16 +192,15 @@ class MOGRPOConfig(GRPOConfig):
         for spec in self.objectives:
             if isinstance(spec, str) and (":" in spec or "." in spec):
                 build_objective(spec)  # import paths are resolved now, before any model is loaded
-        if self.advantage_estimator not in ESTIMATORS:
-            raise ValueError(
-                f"advantage_estimator={self.advantage_estimator!r} is unknown; use one of {', '.join(sorted(ESTIMATORS))}"
-            )
-        if not isinstance(self.strategy_params, dict):
-            raise ValueError(f"strategy_params must be a mapping, but got {type(self.strategy_params).__name__}")
         # Building the strategy validates its name and every parameter (count of weights included) before any
         # model is loaded.
-        strategy = weighting.build(self.strategy, len(self.objectives), list(self.objectives), **self.strategy_params)
-        if "gram" in strategy.needs:
+        strategy = weighting.build(self.strategy, len(self.objectives), [_objective_label(o) for o in self.objectives],
+                                   **self.strategy_params)
+        self._check_needs(strategy.needs)
+        self._check_common()
+
+    def _check_needs(self, needs) -> None:
+        if "gram" in needs:
             if getattr(self, "use_liger_kernel", False) or getattr(self, "use_liger_loss", False):
                 raise ValueError(
                     f"strategy {self.strategy!r} needs per-objective gradients, which the fused Liger GRPO loss does "
@@ -174,10 +218,19 @@ class MOGRPOConfig(GRPOConfig):
                     "per-objective influences are then only an approximation.",
                     self.strategy, self.advantage_estimator, self.scale_rewards,
                 )
+
+    def _check_common(self) -> None:
         if self.mo_eval_steps < 0:
             raise ValueError(f"mo_eval_steps must be >= 0 (0 disables), but got {self.mo_eval_steps}")
         if self.interference_window < 1:
             raise ValueError(f"interference_window must be >= 1, but got {self.interference_window}")
+
+
+def _objective_label(objective: Any) -> str:
+    """A JSON-friendly label of an objective spec: the string itself, else its ``name``/``__name__``."""
+    if isinstance(objective, str):
+        return objective
+    return str(getattr(objective, "name", None) or getattr(objective, "__name__", None) or type(objective).__name__)
 
 
 class _GuardedObjective:
@@ -270,12 +323,15 @@ class MOGRPOTrainer(GRPOTrainer):
 
         if not isinstance(args, MOGRPOConfig):
             raise ValueError(f"args must be a MOGRPOConfig, got {type(args).__name__}; build one with MOGRPOConfig(...)")
+        # The objectives passed here are the source of truth (as reward_funcs in TRL); args.objectives, when set,
+        # must agree in number.
         if objectives is None:
-            objectives = [build_objective(name) for name in args.objectives]
+            specs = list(args.objectives) if args.objectives is not None else list(DEFAULT_OBJECTIVES)
+            objectives = [build_objective(spec) for spec in specs]
         else:
             objectives = [build_objective(o) for o in objectives]
             names = [o.name for o in objectives]
-            if len(names) != len(args.objectives):
+            if args.objectives is not None and len(names) != len(args.objectives):
                 raise ValueError(
                     f"{len(objectives)} objectives were passed ({', '.join(names)}) but args.objectives names "
                     f"{len(args.objectives)} ({', '.join(args.objectives)}); pass one objective per name, in order"
@@ -290,6 +346,8 @@ class MOGRPOTrainer(GRPOTrainer):
             )
         self._guards = [_GuardedObjective(o) for o in objectives]
         k = len(objectives)
+        if args.objectives is None:
+            args.objectives = list(self.objective_names)  # run.json and `moalign eval` read them
         if strategy is None:
             strategy = weighting.build(args.strategy, k, self.objective_names, **args.strategy_params)
         elif strategy.num_objectives != k:
