@@ -36,7 +36,7 @@ from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from . import weighting
-from .evaluation import eval_metric_name
+from .evaluation import eval_metric_name, evaluate_policy, normalised_point
 from .objectives import ScoreCountError, sanitize_scores
 from .rl.advantages import ESTIMATORS, compute_advantages, is_linear
 from .rl.gram import GramProbe, GramSkipped, gram_setup_problem, select_parameters
@@ -858,27 +858,41 @@ class _Evaluator:
         self._last: tuple[int, dict[str, Any]] | None = None
 
     def evaluate(self, step: int) -> dict[str, Any]:
+        """Greedy evaluation of the current policy. With several processes the main process evaluates and broadcasts
+        the metrics (every rank gets the same validation point); with sharded parameters (FSDP, ZeRO-3), whose
+        generation needs every rank, all ranks evaluate the same rows and the main process writes the line."""
         if self._last is not None and self._last[0] == step:
             return self._last[1]
         t = self.trainer
+        acc = t.accelerator
+        sharded = getattr(t, "is_fsdp_enabled", False) or (
+            getattr(t, "is_deepspeed_enabled", False) and acc.state.deepspeed_plugin.zero_stage == 3)
+        if acc.num_processes == 1 or sharded or acc.is_main_process:
+            metrics = self._run()
+        else:
+            metrics = None
+        if acc.num_processes > 1 and not sharded:
+            from accelerate.utils import broadcast_object_list
+
+            metrics = broadcast_object_list([metrics], from_process=0)[0]
+        self._last = (step, metrics)
+        if t.accelerator.is_main_process:
+            append_jsonl(t.run_dir / "evals.jsonl", {"step": step, "split": self.split, "metrics": metrics})
+        return metrics
+
+    def _run(self) -> dict[str, Any]:
         from trl.models import unwrap_model_for_generation
 
-        from .evaluation import evaluate_policy
-
+        t = self.trainer
         with unwrap_model_for_generation(t.model_wrapped, t.accelerator) as model:
             metrics = evaluate_policy(
                 model, t.processing_class, self.rows, t.objectives, max_new_tokens=t.max_completion_length,
                 batch_size=max(t.args.per_device_eval_batch_size, 1), chat_template_kwargs=t.chat_template_kwargs,
             )
         metrics.pop("completions")
-        self._last = (step, metrics)
-        if t.accelerator.is_main_process:
-            append_jsonl(t.run_dir / "evals.jsonl", {"step": step, "split": self.split, "metrics": metrics})
         return metrics
 
     def validation_point(self, step: int) -> np.ndarray:
-        from .evaluation import normalised_point
-
         return normalised_point(self.evaluate(step), self.trainer.objectives, self.trainer.max_completion_length)
 
 

@@ -1,0 +1,34 @@
+"""MOGRPOTrainer on two CPU processes (gloo, torchrun): unscored counts are summed over ranks, evaluation runs on the
+main process only and its result reaches every rank (same strategy state everywhere)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_gather_counts_and_evaluate_once(tmp_path):
+    script = Path(__file__).with_name("_trainer_dist.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(_free_port()), str(script), str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=script.parent)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["world"] == 2 for r in ranks)
+    # steps 0, 1, 2: the main process generates, the other rank only receives the broadcast metrics
+    assert [r["evaluate_calls"] for r in ranks] == [3, 0]
+    assert ranks[0]["strategy_state"] == ranks[1]["strategy_state"]  # the same validation points on both ranks
+    evals = (tmp_path / "run" / "evals.jsonl").read_text().splitlines()
+    assert [json.loads(e)["step"] for e in evals] == [0, 1, 2]
+    steps = [json.loads(line) for line in (tmp_path / "run" / "steps.jsonl").read_text().splitlines()]
+    # each rank leaves its first completion unscored: 2 of the 8 gathered completions per step
+    assert [s["unscored"] for s in steps] == [{"first_unscored": 2, "char_sum": 0}] * 2
