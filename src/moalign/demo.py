@@ -7,7 +7,6 @@ evaluation on the test split every few steps (step 0 included) -> ``moalign repo
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import Iterator
@@ -176,7 +175,3 @@ def _run_demo(cfg: DemoConfig, progress: bool) -> Path:
     index = build_report(run_dirs, out / "report", split="test")
     logger.info("demo finished in %.0f s", time.perf_counter() - started)
     return index
-
-
-def demo_config_dict(cfg: DemoConfig) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)

@@ -10,8 +10,8 @@ An objective is a TRL reward function with a name and a direction:
 * ``.name`` (also ``__name__``, which TRL uses for its log keys) and ``.maximize``.
 * ``.training``: the trainer sets it to ``False`` while evaluating, so that stateful objectives (conciseness's running
   mean) do not learn from evaluation batches.
-* ``eval_metric`` / ``eval_maximize`` / ``eval_values()``: what evaluations report for the objective. By default the
-  objective's own score under its own name; conciseness reports ``"length"`` (tokens, lower is better).
+* ``eval_metric``: the metric evaluations report for the objective. By default the objective's own score under its
+  own name; conciseness reports ``"length"`` (tokens, lower is better), which evaluations measure themselves.
 * ``state_dict()`` / ``load_state_dict()``: whatever the objective learns while training, in JSON types; saved with
   every checkpoint.
 
@@ -139,8 +139,6 @@ class Objective:
     maximize: bool = True
     #: Metric name reported in evaluations (``None``: the objective's own ``name``).
     eval_metric: str | None = None
-    #: Direction of the evaluation metric (``None``: same as ``maximize``).
-    eval_maximize: bool | None = None
 
     def __init__(self) -> None:
         self.training = True
@@ -161,15 +159,6 @@ class Objective:
     def score(self, texts: list[str], **kwargs: Any) -> list[float | None]:
         """One score (or None) per completion text; ``kwargs`` are TRL's keyword arguments and dataset columns."""
         raise NotImplementedError(f"{type(self).__name__} must implement score(texts, **kwargs)")
-
-    def eval_values(self, completions: list, **kwargs: Any) -> list[float | None]:
-        """Per-completion values of :attr:`eval_metric` for evaluations; never changes the objective's state."""
-        previous = getattr(self, "training", True)
-        self.training = False
-        try:
-            return self(completions, **kwargs)
-        finally:
-            self.training = previous
 
     def state_dict(self) -> dict[str, Any]:
         """Everything the objective learned while training, in JSON types (nothing by default)."""
@@ -204,7 +193,6 @@ class FunctionObjective(Objective):
         self.name = str(name or getattr(fn, "name", None) or getattr(fn, "__name__", None) or type(fn).__name__)
         self.maximize = bool(getattr(fn, "maximize", True) if maximize is None else maximize)
         self.eval_metric = getattr(fn, "eval_metric", None)
-        self.eval_maximize = getattr(fn, "eval_maximize", None)
 
     def __call__(self, completions: list, **kwargs: Any) -> list[float | None]:
         scores = list(self.fn(completions=completions, **kwargs))
@@ -213,11 +201,6 @@ class FunctionObjective(Objective):
                 f"objective {self.name!r} produced {len(scores)} scores for {len(completions)} completions"
             )
         return scores
-
-    def eval_values(self, completions: list, **kwargs: Any) -> list[float | None]:
-        if hasattr(self.fn, "eval_values"):
-            return list(self.fn.eval_values(completions, **kwargs))
-        return super().eval_values(completions, **kwargs)
 
     @property
     def training(self) -> bool:

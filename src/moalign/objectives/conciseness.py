@@ -8,7 +8,7 @@ all 0.0.
 
 In evaluation (``training = False``, which the trainer sets around evaluations) the state does not move: lengths are
 compared with the current running mean, or with the batch's own mean if no training batch was seen yet. Evaluations
-report this objective as ``length`` (mean tokens, lower is better) through :meth:`Conciseness.eval_values`.
+report this objective as ``length`` (mean tokens, lower is better; ``eval_metric``), measured by the evaluation.
 
 What is counted:
 
@@ -73,14 +73,14 @@ class Conciseness(Objective):
     [0.0]
     >>> c.state_dict()
     {'total_tokens': 12, 'count': 4}
-    >>> c.eval_values(["e"], completion_ids=[[1] * 7]), c.state_dict()["count"]  # evaluation: length, no update
-    ([7.0], 4)
+    >>> c.training = False  # evaluation: compared with the running mean, which does not move
+    >>> c(["e"], completion_ids=[[1] * 2]), c.state_dict()["count"]
+    ([1.0], 4)
     """
 
     name = "conciseness"
     maximize = True
     eval_metric = "length"
-    eval_maximize = False
 
     def __init__(self, tokenizer: Any = None):
         super().__init__()
@@ -112,10 +112,6 @@ class Conciseness(Objective):
             self.count += len(lengths)
         mean = self.total_tokens / self.count if self.count else sum(lengths) / len(lengths)
         return [1.0 if n < mean else 0.0 for n in lengths]
-
-    def eval_values(self, completions: list, completion_ids: list | None = None, **kwargs: Any) -> list[float | None]:
-        """Length in tokens of each completion (the ``length`` metric); the running mean is not touched."""
-        return [float(n) for n in self.lengths(completions, completion_ids)]
 
     @property
     def mean_length(self) -> float | None:
