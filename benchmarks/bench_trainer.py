@@ -8,6 +8,11 @@ dropped) and its ratio to the baseline measured in the same run.
 
     python benchmarks/bench_trainer.py --suite trainer      # GRPOTrainer vs MOGRPOTrainer(fixed), Gram K=3/6
     python benchmarks/bench_trainer.py --suite strategies   # every registered strategy vs fixed
+    python benchmarks/bench_trainer.py --suite overhead --rounds 20   # GRPOTrainer vs MOGRPOTrainer(fixed) only
+
+Besides the pooled per-step medians, the ratio of each configuration to the first row is computed within every
+round (median step of the configuration / median step of the baseline in the same round, so slow phases of a shared
+machine cancel) and reported as the median over rounds with its IQR: the figure to quote, once that IQR is small.
 """
 
 from __future__ import annotations
@@ -115,6 +120,10 @@ SUITES = {
         ("MOGRPOTrainer fixed K=6", "fixed", {"weights": [1 / 6] * 6}, 6, "grpo", False),
         ("MOGRPOTrainer Gram K=6", "_bench_gram", {}, 6, "rloo", False),
     ],
+    "overhead": [
+        ("GRPOTrainer (TRL)", "fixed", {}, 3, "grpo", True),
+        ("MOGRPOTrainer fixed", "fixed", {}, 3, "grpo", False),
+    ],
 }
 
 
@@ -143,9 +152,13 @@ def main():
 
     configs = SUITES.get(args.suite) or strategy_suite()
     samples = {c[0]: [] for c in configs}
+    per_round = {c[0]: [] for c in configs}  # median step of each round
     for r in range(args.rounds):
-        for label, strategy, params, k, est, plain in configs:
-            samples[label].extend(run_config(args, label, strategy, params, k, est, plain))
+        order = configs if r % 2 == 0 else configs[::-1]  # alternate the order: no config always runs first
+        for label, strategy, params, k, est, plain in order:
+            times = run_config(args, label, strategy, params, k, est, plain)
+            samples[label].extend(times)
+            per_round[label].append(statistics.median(times))
             print(f"round {r + 1}/{args.rounds} {label}: median so far {statistics.median(samples[label]):.4f} s",
                   flush=True)
     base = statistics.median(samples[configs[0][0]])
@@ -159,9 +172,15 @@ def main():
         q1, q3 = s[len(s) // 4], s[(3 * len(s)) // 4]
         med = statistics.median(s)
         print(f"| {label} | {med:.4f} | {q3 - q1:.4f} | {len(s)} | {med / base:.3f} |")
+    print("\n| configuration | ratio vs first row, median over rounds | IQR of the per-round ratio | rounds |")
+    print("|---|---|---|---|")
+    for label, *_ in configs:
+        ratios = sorted(a / b for a, b in zip(per_round[label], per_round[configs[0][0]]))
+        q1, q3 = ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]
+        print(f"| {label} | {statistics.median(ratios):.3f} | {q3 - q1:.3f} | {len(ratios)} |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(samples, f, indent=1)
+            json.dump({"steps": samples, "round_medians": per_round}, f, indent=1)
 
 
 def strategy_suite():
