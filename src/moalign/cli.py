@@ -225,6 +225,112 @@ def demo_command(
     console.print(f"  summary: {index.parent / 'summary.json'}")
 
 
+experts_app = typer.Typer(help="Meta-policy experts: one LoRA adapter per objective (docs/meta_policy.md).",
+                          no_args_is_help=True)
+app.add_typer(experts_app, name="experts")
+
+
+@experts_app.command("train")
+def experts_train_command(
+    config: Annotated[Path | None, typer.Argument(help="YAML experts config (default: one expert per objective).")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Smoke size: 4 RL steps per expert.")] = False,
+    out: Annotated[Path | None, typer.Option(help="Run directory (overrides the config's `out`).")] = None,
+    steps: Annotated[int | None, typer.Option(help="RL steps per expert (overrides the config).")] = None,
+) -> None:
+    """Train K LoRA experts on one base with MOGRPOTrainer (each with its objective emphasis and strategy)."""
+    from .meta.experts import load_experts_config, train_experts
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_experts_config(config, quick=quick or None, out=str(out) if out else None, steps=steps)
+        run = train_experts(cfg)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+        return
+    console.print(f"[green]experts run:[/] {run}")
+    console.print(f"  manifest: {run / 'experts.json'}")
+    for e in cfg.experts:
+        console.print(f"  {e.name}: adapter {run / e.name / 'adapter'}, logs {run / e.name / 'steps.jsonl'}")
+
+
+@app.command("generate")
+def generate_command(
+    experts: Annotated[Path, typer.Option(help="Experts run directory (`moalign experts train`).")],
+    preference: Annotated[str, typer.Option(help="One weight per objective, e.g. 0.6,0.2,0.2.")],
+    prompt: Annotated[list[str] | None, typer.Option(help="Prompt(s); default: 4 test problems of the task.")] = None,
+    aggregation: Annotated[str, typer.Option(help="hidden | logit | parameter.")] = "hidden",
+    gate: Annotated[bool, typer.Option("--gate", help="Let the trained gate (<experts>/gate.json) pick mixtures.")] = False,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest completion.")] = 64,
+    out: Annotated[Path | None, typer.Option(help="Also write the completions to this JSONL file.")] = None,
+) -> None:
+    """Generate with the experts combined for a preference, chosen at inference time (no retraining)."""
+    from .meta import MixtureGate, load_experts
+    from .meta import generate as meta_generate
+    from .meta.experts import load_splits
+
+    try:
+        ex = load_experts(experts)
+        pref = [float(x) for x in _split_list([preference])]
+        g = MixtureGate.load(experts / "gate.json") if gate else None
+        prompts = [[{"role": "user", "content": p}] for p in prompt or []]
+        if not prompts:
+            cfg = ex.manifest.get("config", {})
+            test = load_splits(cfg.get("dataset", "synthetic"), cfg.get("dataset_kwargs", {}))["test"]
+            prompts = [r["prompt"] for r in test.select(range(4))]
+        result = meta_generate(ex, prompts, pref, aggregation=aggregation, gate=g, max_new_tokens=max_new_tokens)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+        return
+    mixtures = result.extra.get("mixtures") or [result.mixture] * len(prompts)
+    for p, text, m in zip(prompts, result.texts, mixtures):
+        console.print(f"[bold]{p[-1]['content']}[/]  [dim](mixture {', '.join(f'{w:.2f}' for w in m)})[/]")
+        console.print(text, markup=False)
+    ms = 1000 * result.seconds / max(result.num_tokens, 1)
+    console.print(f"[dim]{aggregation}: {result.num_tokens} tokens in {result.seconds:.2f} s ({ms:.1f} ms/token)[/]")
+    if out is not None:
+        with out.open("w") as f:
+            for p, text, m in zip(prompts, result.texts, mixtures):
+                f.write(json.dumps({"prompt": p, "completion": text, "mixture": m, "preference": pref}) + "\n")
+        console.print(f"[green]completions:[/] {out}")
+
+
+@app.command("meta-eval")
+def meta_eval_command(
+    experts: Annotated[Path, typer.Argument(help="Experts run directory.")],
+    aggregation: Annotated[list[str] | None, typer.Option(help="Aggregations (default: parameter,logit,hidden).")] = None,
+    grid_step: Annotated[float, typer.Option(help="Preference grid step on the simplex (0.5: 6 points for K=3).")] = 0.5,
+    rows: Annotated[int, typer.Option(help="Test problems per preference.")] = 32,
+    baseline: Annotated[list[Path] | None, typer.Option(help="Single-policy run directories to compare with.")] = None,
+    gate_steps: Annotated[int, typer.Option(help="Online steps to train the gate (0: no gate).")] = 0,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest completion.")] = 64,
+    out: Annotated[Path | None, typer.Option(help="Output directory (default: <experts>/meta_eval).")] = None,
+) -> None:
+    """Sweep preferences per aggregation, build the fronts, compare with single-policy runs (HV, IGD+, utility...)."""
+    from .meta.evaluate import meta_eval
+
+    try:
+        path = meta_eval(experts, aggregations=tuple(_split_list(aggregation) or ("parameter", "logit", "hidden")),
+                         grid_step=grid_step, rows=rows, baselines=tuple(baseline or ()), gate_steps=gate_steps,
+                         max_new_tokens=max_new_tokens, out=out)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+        return
+    summary = json.loads(path.read_text())
+    table = Table(title=f"meta-eval on {summary['rows']} {summary['split']} problems (normalised; ↑ better unless ↓)")
+    cols = ["hypervolume", "igd_plus", "expected_utility", "max_utility_loss", "sparsity", "cardinality",
+            "training_steps", "ms_per_token"]
+    table.add_column("method")
+    for c in cols:
+        table.add_column(c + (" ↓" if c in ("igd_plus", "max_utility_loss", "sparsity", "ms_per_token") else ""),
+                         justify="right")
+    for name, m in summary["methods"].items():
+        table.add_row(name, *[f"{m[c]:.4g}" if isinstance(m.get(c), float) else str(m.get(c, "")) for c in cols])
+    console.print(table)
+    console.print(f"[green]summary:[/] {path}")
+    console.print(f"  sweep:  {path.parent / 'sweep.jsonl'}")
+    console.print(f"  fronts: {path.parent / 'fronts.png'}")
+
+
 def main() -> None:  # pragma: no cover
     app()
 

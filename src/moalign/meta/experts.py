@@ -35,7 +35,16 @@ from typing import Any
 
 import yaml
 
-__all__ = ["ExpertSet", "ExpertSpec", "ExpertsConfig", "load_experts", "load_experts_config", "train_experts"]
+__all__ = [
+    "ExpertSet",
+    "ExpertSpec",
+    "ExpertsConfig",
+    "load_experts",
+    "load_experts_config",
+    "load_splits",
+    "save_experts",
+    "train_experts",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -161,14 +170,15 @@ def resolve_base_model(base_model: str) -> str:
     return base_model
 
 
-def _load_splits(cfg: ExpertsConfig):
-    if cfg.dataset == "synthetic":
+def load_splits(dataset: str, dataset_kwargs: dict[str, Any] | None = None):
+    """The dataset's splits (``synthetic``: the embedded task with seed 0, as the demo)."""
+    if dataset == "synthetic":
         from ..data.synthetic import load_synthetic
 
-        return load_synthetic(**{"seed": 0, **cfg.dataset_kwargs})
+        return load_synthetic(**{"seed": 0, **(dataset_kwargs or {})})
     from ..data import load_math_dataset
 
-    return load_math_dataset(cfg.dataset, **cfg.dataset_kwargs)
+    return load_math_dataset(dataset, **(dataset_kwargs or {}))
 
 
 def _train_one(spec: ExpertSpec, cfg: ExpertsConfig, base_dir: str, splits, run_dir: Path) -> dict[str, Any]:
@@ -233,7 +243,7 @@ def train_experts(cfg: ExpertsConfig, progress: bool = True) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     base_dir = resolve_base_model(cfg.base_model)
-    splits = _load_splits(cfg)
+    splits = load_splits(cfg.dataset, cfg.dataset_kwargs)
     records = []
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TimeElapsedColumn()]
@@ -341,3 +351,27 @@ def load_experts(run_dir: str | Path, device: str | None = None) -> ExpertSet:
     emphasis = [e["weights"] if e.get("weights") else [1.0 / k] * k for e in experts]
     return ExpertSet(model=peft_model, tokenizer=tok, names=[e["name"] for e in experts],
                      objectives=list(manifest["objectives"]), emphasis=np.asarray(emphasis), manifest=manifest)
+
+
+def save_experts(experts: ExpertSet, run_dir: str | Path, base_model: str, *, config: dict[str, Any] | None = None,
+                 training_steps: int = 0) -> Path:
+    """Write an :class:`ExpertSet` built elsewhere (e.g. from existing adapters) as an experts run directory.
+
+    ``base_model`` is what :func:`load_experts` loads the base from (``warmstart``, a directory or a Hub id);
+    adapters go to ``<run_dir>/adapters/<name>/``.
+    """
+    from ..rundir import atomic_write_json
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    records = []
+    for name, weights in zip(experts.names, experts.emphasis.tolist()):
+        experts.model.save_pretrained(str(run_dir / "adapters"), selected_adapters=[name])
+        records.append({"name": name, "weights": weights, "strategy": "external", "adapter": f"adapters/{name}",
+                        "steps": 0})
+    atomic_write_json(run_dir / MANIFEST, {
+        "format_version": 1, "base_model": base_model, "base_model_path": resolve_base_model(base_model),
+        "objectives": list(experts.objectives), "experts": records, "training_steps": int(training_steps),
+        "config": config or {"dataset": "synthetic", "dataset_kwargs": {}},
+    })
+    return run_dir
