@@ -208,3 +208,15 @@ def test_every_generation_batch_gets_its_after_update(tmp_path):
                     per_device_train_batch_size=4)
     steps = [json.loads(line) for line in (trainer.run_dir / "steps.jsonl").read_text().splitlines()]
     assert [s["step"] for s in steps] == [2, 4] and [s["rl_step"] for s in steps] == [1, 2]
+
+
+def test_truncated_strategy_state_is_an_error_naming_file_and_key(tmp_path):
+    model, tok = tiny_model_and_tokenizer(seed=0, num_hidden_layers=2)
+    args = MOGRPOConfig(output_dir=str(tmp_path / "s"), strategy="ctwa", **COMMON)
+    trainer = MOGRPOTrainer(model=model, args=args, train_dataset=_dataset(), processing_class=tok)
+    state = trainer.moalign_state()
+    del state["strategy"]["state"]["ema_cov"]
+    with pytest.raises(ValueError, match=r"ckpt/moalign_state.json: strategy 'ctwa' state has missing key\(s\) "
+                                         r"\['ema_cov'\]"):
+        trainer.load_moalign_state(state, source=tmp_path / "ckpt" / "moalign_state.json")
+    trainer.load_moalign_state(trainer.moalign_state())  # a complete state loads

@@ -354,6 +354,10 @@ class MOGRPOTrainer(GRPOTrainer):
             raise ValueError(f"strategy has {strategy.num_objectives} objectives but {k} objectives were given")
         self.strategy = strategy
         self.run_dir = Path(args.run_dir or args.output_dir)
+        if isinstance(model, str):  # a known short name (moalign.models.KNOWN_MODELS) -> its local directory
+            from .models import resolve_model
+
+            model = resolve_model(model)
 
         super().__init__(
             model=model,
@@ -795,7 +799,16 @@ class MOGRPOTrainer(GRPOTrainer):
             },
         }
 
-    def load_moalign_state(self, state: dict[str, Any]) -> None:
+    def load_moalign_state(self, state: dict[str, Any], source: str | Path | None = None) -> None:
+        """Restore :meth:`moalign_state`; ``source`` (the state file) is named in every error."""
+        try:
+            self._load_moalign_state(state)
+        except ValueError as exc:
+            if source is None:
+                raise
+            raise ValueError(f"{source}: {exc}") from exc
+
+    def _load_moalign_state(self, state: dict[str, Any]) -> None:
         if state.get("objective_names") != self.objective_names:
             raise ValueError(
                 f"the checkpoint was trained with objectives {state.get('objective_names')}, but this run has "
@@ -823,7 +836,7 @@ class MOGRPOTrainer(GRPOTrainer):
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is not None:
-            self.load_moalign_state(read_state_file(checkpoint))
+            self.load_moalign_state(read_state_file(checkpoint), source=Path(checkpoint) / STATE_FILE)
             self._resumed_step = int(Path(checkpoint).name.rsplit("-", 1)[-1]) if "-" in Path(checkpoint).name else None
 
     def write_run_json(self) -> None:
