@@ -354,10 +354,6 @@ class MOGRPOTrainer(GRPOTrainer):
             raise ValueError(f"strategy has {strategy.num_objectives} objectives but {k} objectives were given")
         self.strategy = strategy
         self.run_dir = Path(args.run_dir or args.output_dir)
-        if isinstance(model, str):  # a known short name (moalign.models.KNOWN_MODELS) -> its local directory
-            from .models import resolve_model
-
-            model = resolve_model(model)
 
         super().__init__(
             model=model,
