@@ -823,12 +823,6 @@ class MOGRPOTrainer(GRPOTrainer):
         self._neg_cov_streak = np.asarray(monitor.get("neg_cov_streak", self._neg_cov_streak), dtype=int)
         self._reward_history = [np.asarray(h) for h in monitor.get("reward_history", [])]
 
-    def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        if self.args.should_save:
-            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
-            atomic_write_json(folder / STATE_FILE, self.moalign_state())
-
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is not None:
@@ -949,6 +943,14 @@ class _MOCallback(TrainerCallback):
             for group, lr in zip(optimizer.param_groups, self._saved_lrs):
                 group["lr"] = lr  # the scheduler keeps its own schedule
         self._saved_lrs = None
+
+    def on_save(self, args, state, control, **kwargs):
+        """Right after TRL saved ``checkpoint-N``: the strategy and objective state, written last (a checkpoint
+        without it is incomplete and skipped on resume)."""
+        t = self.trainer
+        if args.should_save:
+            folder = Path(t._get_output_dir(trial=getattr(t, "_trial", None))) / f"checkpoint-{state.global_step}"
+            atomic_write_json(folder / STATE_FILE, t.moalign_state())
 
     def on_step_end(self, args, state, control, **kwargs):
         t = self.trainer
