@@ -446,8 +446,11 @@ class GramProbe:
     def _gram_add(self, block: torch.Tensor) -> None:
         if self.all_reduce is not None:
             block = self.all_reduce(block)
-        v = block.double()
-        self._gram += (v @ v.T).cpu()
+        gram = torch.zeros_like(self._gram, device=block.device)
+        for start in range(0, block.shape[1], _GRAM_CHUNK):  # float64 products without a float64 copy of the block
+            v = block[:, start : start + _GRAM_CHUNK].double()
+            gram += v @ v.T
+        self._gram += gram.cpu()
 
     def finish(self, device=None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(gram (K, K), losses (K,))`` float64 of the step's (global, when ``all_reduce`` is set) gradient."""
@@ -472,6 +475,9 @@ class GramProbe:
     def losses(self) -> torch.Tensor:
         """``(K,)`` per-objective losses accumulated so far (float64, local to this rank)."""
         return self._losses.clone()
+
+
+_GRAM_CHUNK = 1 << 22  # columns per float64 slice of a (K, numel) block: K × 32 MiB
 
 
 def _full_numel(p: torch.Tensor) -> int:

@@ -1,0 +1,78 @@
+"""Peak host memory of one GramProbe pass vs K × (probed parameters), on a mid-size random Qwen3 (CPU).
+
+Each measurement runs in a fresh process: forward + full backward first (the update's own peak), then one probe
+pass over the same batch; reported is the growth of the process's peak RSS caused by the probe, next to the
+probed parameter count and the ``K × probed × 4 bytes`` that a per-objective gradient buffer would need.
+
+    python benchmarks/bench_gram_memory.py --k 3 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+
+
+def _measure(k: int, hidden: int, layers: int, batch: int, length: int) -> dict:
+    import torch
+
+    from moalign.rl.gram import GramProbe, select_parameters
+    from moalign.tiny import tiny_model_and_tokenizer
+
+    torch.manual_seed(0)
+    model, _ = tiny_model_and_tokenizer(seed=0, hidden_size=hidden, num_hidden_layers=layers,
+                                        intermediate_size=4 * hidden, num_attention_heads=8, num_key_value_heads=2,
+                                        head_dim=hidden // 8)
+    selected = select_parameters(model)
+    probed = sum(p.numel() for _, p in selected)
+    ids = torch.randint(10, 60, (batch, 16 + length))
+    adv = torch.randn(batch, k)
+
+    def logps_of(m):
+        logits = m(input_ids=ids).logits[:, 15:-1].float()
+        return torch.log_softmax(logits, -1).gather(-1, ids[:, 16:].unsqueeze(-1)).squeeze(-1)
+
+    def loss_fn(lp, a):
+        return -(torch.exp(lp - lp.detach()) * a.unsqueeze(1)).mean()
+
+    logps_of(model).sum().backward()  # the update's own forward/backward peak
+    model.zero_grad(set_to_none=True)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    probe = GramProbe(model, selected, k)
+    probe.reset(1)
+    with probe.capture():
+        lp = logps_of(model)
+    probe.accumulate(lp, loss_fn, adv)
+    probe.finish()
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"k": k, "probed_params": probed, "k_x_probed_MiB": k * probed * 4 / 2**20,
+            "peak_growth_MiB": (after - before) / 1024, "largest_block_MiB": probe.peak_block_bytes / 2**20}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--k", type=int, nargs="+", default=[3, 6])
+    p.add_argument("--hidden", type=int, default=1024)
+    p.add_argument("--layers", type=int, default=9)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--length", type=int, default=64)
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        print(json.dumps(_measure(args.k[0], args.hidden, args.layers, args.batch, args.length)))
+        return
+    print("| K | probed params | K × probed × 4 B (MiB) | largest (K, numel) block (MiB) | probe's peak RSS growth (MiB) |")
+    print("|---|---:|---:|---:|---:|")
+    for k in args.k:
+        cmd = [sys.executable, __file__, "--child", "--k", str(k), "--hidden", str(args.hidden), "--layers",
+               str(args.layers), "--batch", str(args.batch), "--length", str(args.length)]
+        r = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+        print(f"| {r['k']} | {r['probed_params']:,} | {r['k_x_probed_MiB']:.0f} | {r['largest_block_MiB']:.0f} | "
+              f"{r['peak_growth_MiB']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
