@@ -93,3 +93,30 @@ def test_hypervolume_r_pareto_is_the_logged_lr_scale(tmp_path):
         assert line["lr_scale"] == pytest.approx(line["strategy"]["r_pareto"], abs=0), line
         assert line["advantage_scale"] == 1.0
     assert log[0]["lr_scale"] == 1.0  # the first batch sets the reference point: neutral
+
+
+def test_hypervolume_validation_points_come_from_their_own_split(tmp_path):
+    """With a validation_dataset the meta-reward's points are greedy evaluations of that split (``val`` lines in
+    evals.jsonl: step 0 = reference point, then every hv_eval_every RL steps); the reported split is untouched by it."""
+    torch.manual_seed(0)
+    model, tok = tiny_model_and_tokenizer(seed=0, num_hidden_layers=2)
+    args = MOGRPOConfig(
+        output_dir=str(tmp_path), objectives=OBJ, max_steps=4, per_device_train_batch_size=8, num_generations=4,
+        max_completion_length=12, learning_rate=1e-3, report_to="none", logging_steps=1, use_cpu=True, seed=0,
+        save_strategy="no", disable_tqdm=True, log_level="error", strategy="hypervolume",
+        strategy_params={"hv_eval_every": 2}, mo_eval_steps=4, mo_eval_size=4, mo_validation_size=3,
+    )
+    test, val = _dataset(8), _dataset(6)
+    trainer = MOGRPOTrainer(model=model, args=args, train_dataset=_dataset(), eval_dataset=test,
+                            validation_dataset=val, processing_class=tok, eval_split_name="test")
+    trainer.train()
+    evals = [json.loads(line) for line in (tmp_path / "evals.jsonl").read_text().splitlines()]
+    assert [(e["split"], e["step"]) for e in evals] == [
+        ("test", 0), ("val", 0), ("val", 2), ("val", 4), ("test", 4)]
+    assert len(trainer._validator.rows) == 3 and len(trainer._evaluator.rows) == 4
+    buffer = trainer.strategy.state_dict()["buffer"]
+    val0 = next(e for e in evals if e["split"] == "val" and e["step"] == 0)
+    from moalign.evaluation import normalised_point
+
+    p0 = normalised_point(val0["metrics"], trainer.objectives, 12)
+    np.testing.assert_allclose(buffer["ref"], p0 - 0.05)  # the initial policy's val point minus the margin

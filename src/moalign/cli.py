@@ -225,6 +225,49 @@ def demo_command(
     console.print(f"  summary: {index.parent / 'summary.json'}")
 
 
+@app.command("bench")
+def bench_command(
+    quick: Annotated[bool, typer.Option("--quick", help="Smoke-size bench (CI): 2 seeds, 4 steps, one estimator.")] = False,
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds, e.g. 100,101,102,103,104.")] = "100,101,102,103,104",
+    data_seed: Annotated[int, typer.Option(help="Seed of the synthetic task's problems and splits.")] = 0,
+    estimators: Annotated[str, typer.Option(help="Comma-separated advantage estimators.")] = "grpo,rloo",
+    methods: Annotated[str | None, typer.Option(help="Comma-separated subset of methods (default: all).")] = None,
+    steps: Annotated[int | None, typer.Option(help="RL steps per run.")] = None,
+    eval_every: Annotated[int | None, typer.Option(help="Evaluate every N RL steps.")] = None,
+    eval_size: Annotated[int | None, typer.Option(help="Test problems per evaluation.")] = None,
+    gradient_mu: Annotated[float | None, typer.Option(help="μ of the gradient method.")] = None,
+    workers: Annotated[int, typer.Option(help="Runs trained in parallel (one process each).")] = 2,
+    out: Annotated[Path, typer.Option(help="Where the runs, tables and reports go.")] = Path("runs/bench"),
+) -> None:
+    """Tables 1-3 of arXiv 2509.11452 on the embedded task: paired by seed, with bootstrap 95 % CIs."""
+    from .bench import BenchConfig, run_bench
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        seed_list = [int(s) for s in _split_list([seeds])]
+    except ValueError:
+        _fail(f"--seeds must be comma-separated integers, e.g. 100,101,102; got {seeds!r}")
+        return
+    kwargs = {"quick": quick, "seeds": seed_list, "data_seed": data_seed, "estimators": _split_list([estimators]),
+              "workers": workers, "out": str(out)}
+    if methods:
+        kwargs["methods"] = _split_list([methods])
+    for key, value in (("steps", steps), ("eval_every", eval_every), ("eval_size", eval_size),
+                       ("gradient_mu", gradient_mu)):
+        if value is not None:
+            kwargs[key] = value
+    try:
+        md = run_bench(BenchConfig(**kwargs))
+    except ValueError as exc:
+        _fail(str(exc))
+        return
+    typer.echo(md.read_text())
+    done = json.loads((md.parent / "bench.json").read_text())["estimators"]
+    console.print(f"[green]tables:[/] {md}")
+    console.print(f"  data:    {md.parent / 'bench.json'}")
+    console.print(f"  reports: {', '.join(str(md.parent / e / 'report' / 'index.html') for e in done)}")
+
+
 experts_app = typer.Typer(help="Meta-policy experts: one LoRA adapter per objective (docs/meta_policy.md).",
                           no_args_is_help=True)
 app.add_typer(experts_app, name="experts")

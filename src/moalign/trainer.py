@@ -77,7 +77,7 @@ class MOGRPOConfig(GRPOConfig):
         gram_param_regex: regex over parameter names; overrides ``gram_layers``.
 
     Parameters that control evaluation and monitoring:
-        mo_eval_steps, mo_eval_size, interference_window.
+        mo_eval_steps, mo_eval_size, mo_validation_size, interference_window.
     """
 
     objectives: list[Any] | None = field(
@@ -116,6 +116,11 @@ class MOGRPOConfig(GRPOConfig):
     )
     mo_eval_size: int | None = field(
         default=None, metadata={"help": "Evaluate on the first N rows of eval_dataset (default: all)."}
+    )
+    mo_validation_size: int | None = field(
+        default=None,
+        metadata={"help": "Validation points (hypervolume strategy, point_source: validation) use the first N rows of "
+                  "the validation dataset (default: all). The paper uses the 100-problem Math500 val split."},
     )
     interference_window: int = field(
         default=5,
@@ -161,15 +166,17 @@ class MOGRPOConfig(GRPOConfig):
                 f"advantage_estimator={self.advantage_estimator!r} is unknown; use one of {', '.join(sorted(ESTIMATORS))}"
             )
         if self.objectives is None:
-            # The objectives come with the trainer (MOGRPOTrainer(objectives=...)), which validates the strategy
-            # against them; here only the strategy's name and parameter names can be checked.
-            unknown = sorted(set(self.strategy_params) - set(weighting.base.accepted_parameters(self.strategy)))
-            if unknown:
-                raise ValueError(
-                    f"strategy {self.strategy!r} got unknown parameter(s) {unknown}; it accepts: "
-                    f"{', '.join(weighting.base.accepted_parameters(self.strategy)) or '(none)'}"
-                )
-            self._check_needs(weighting.base.STRATEGIES[self.strategy].needs)
+            # The objectives come with the trainer (MOGRPOTrainer(objectives=...), as reward_funcs in TRL), which
+            # builds the strategy for them. Everything but the number of objectives is checked now, against the
+            # default objectives; a count mismatch is left to the trainer, which knows the real count.
+            try:
+                strategy = weighting.build(self.strategy, len(DEFAULT_OBJECTIVES), list(DEFAULT_OBJECTIVES),
+                                           **self.strategy_params)
+            except ValueError as exc:
+                if " entries but " not in str(exc):
+                    raise
+                strategy = None
+            self._check_needs(strategy.needs if strategy is not None else weighting.STRATEGIES[self.strategy].needs)
             self._check_common()
             return
         if isinstance(self.objectives, str) or not isinstance(self.objectives, (list, tuple)):
@@ -220,6 +227,8 @@ class MOGRPOConfig(GRPOConfig):
                 )
 
     def _check_common(self) -> None:
+        if self.mo_validation_size is not None and self.mo_validation_size < 1:
+            raise ValueError(f"mo_validation_size must be >= 1 (or null for all rows), but got {self.mo_validation_size}")
         if self.mo_eval_steps < 0:
             raise ValueError(f"mo_eval_steps must be >= 0 (0 disables), but got {self.mo_eval_steps}")
         if self.interference_window < 1:
@@ -298,7 +307,10 @@ class MOGRPOTrainer(GRPOTrainer):
         args: :class:`MOGRPOConfig`.
         train_dataset: dataset with a ``prompt`` column and whatever columns the objectives read (``answer``...).
         processing_class: tokenizer (loaded from the model when None).
-        eval_dataset: dataset for ``mo_eval_steps`` evaluations and the hypervolume strategy's validation points.
+        eval_dataset: dataset for ``mo_eval_steps`` evaluations (and the hypervolume strategy's validation points
+            when no ``validation_dataset`` is given).
+        validation_dataset: dataset the strategy's validation points are evaluated on (split name ``val`` in
+            ``evals.jsonl``; the first ``mo_validation_size`` rows).
         eval_split_name: the split name written to ``evals.jsonl`` for those evaluations.
         objectives: objective instances or callables; default: built from ``args.objectives``.
         strategy: a :class:`~moalign.weighting.WeightingStrategy`; default: built from ``args.strategy``.
@@ -312,6 +324,7 @@ class MOGRPOTrainer(GRPOTrainer):
         train_dataset,
         processing_class=None,
         eval_dataset=None,
+        validation_dataset=None,
         objectives=None,
         strategy: weighting.WeightingStrategy | None = None,
         callbacks=None,
@@ -354,6 +367,10 @@ class MOGRPOTrainer(GRPOTrainer):
             raise ValueError(f"strategy has {strategy.num_objectives} objectives but {k} objectives were given")
         self.strategy = strategy
         self.run_dir = Path(args.run_dir or args.output_dir)
+        if isinstance(model, str):  # a known short name (moalign.models.KNOWN_MODELS) -> its local directory
+            from .models import resolve_model
+
+            model = resolve_model(model)
 
         super().__init__(
             model=model,
@@ -390,13 +407,18 @@ class MOGRPOTrainer(GRPOTrainer):
         self._neg_cov_streak = np.zeros(k, dtype=int)
         self._reward_history: list[np.ndarray] = []
         self._evaluator = None
-        if eval_dataset is not None and (args.mo_eval_steps > 0 or "validation" in needs):
+        if eval_dataset is not None and (args.mo_eval_steps > 0 or ("validation" in needs and validation_dataset is None)):
             eval_split = eval_dataset if not isinstance(eval_dataset, dict) else next(iter(eval_dataset.values()))
             self._evaluator = _Evaluator(self, eval_split, eval_split_name, args.mo_eval_size)
-        elif "validation" in needs:
+        # Validation points (hypervolume strategy) come from their own split when one is given, as in the paper
+        # (Math500 val for the meta-reward, test for reporting), so the reported split never steers training.
+        self._validator = self._evaluator
+        if "validation" in needs and validation_dataset is not None:
+            self._validator = _Evaluator(self, validation_dataset, "val", args.mo_validation_size)
+        if "validation" in needs and self._validator is None:
             raise ValueError(
                 f"strategy {self.strategy.name!r} takes its Pareto points from greedy validation evaluations, but no "
-                "eval_dataset was given; pass eval_dataset (e.g. dataset_eval_split: val) or set "
+                "eval_dataset or validation_dataset was given; pass one (e.g. dataset_eval_split: val) or set "
                 "strategy_params.point_source: train_batch"
             )
         self._resumed_step: int | None = None
@@ -693,8 +715,8 @@ class MOGRPOTrainer(GRPOTrainer):
         clipped = self._clipped_advantage_weights(batch) if "post_update" in needs else None
         step_after = int(self.state.global_step)
         rl_step = self.rl_steps_done()
-        if "validation" in needs and self._evaluator is not None and self.strategy.wants_validation_point(rl_step):
-            batch.validation_point = self._evaluator.validation_point(step_after)
+        if "validation" in needs and self._validator is not None and self.strategy.wants_validation_point(rl_step):
+            batch.validation_point = self._validator.validation_point(step_after)
         finish_step(self.strategy, batch.record, clipped_advantage_weights=clipped,
                     validation_point=batch.validation_point, validation_step=step_after)
         batch.timings["strategy"] += time.perf_counter() - t0
@@ -917,11 +939,12 @@ class _MOCallback(TrainerCallback):
                 logger.warning("%s already held a run's logs; kept them as %s (pass resume_from_checkpoint to "
                                "continue that run instead)", t.run_dir, old.name)
         t.write_run_json()
-        if t._evaluator is not None and state.global_step == 0:
-            t._evaluator.evaluate(0)
-            if "validation" in t.strategy.needs:
+        if state.global_step == 0:
+            if t._evaluator is not None:
+                t._evaluator.evaluate(0)
+            if "validation" in t.strategy.needs and t._validator is not None:
                 # The initial policy's point: the hypervolume reference point (docs/design.md, Reference facts).
-                t.strategy.set_reference_point(t._evaluator.validation_point(0), step=0)
+                t.strategy.set_reference_point(t._validator.validation_point(0), step=0)
 
     def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
         """Applies the strategy's learning-rate multiplier to this optimizer step only (e.g. hypervolume's r_pareto:

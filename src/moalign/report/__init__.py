@@ -7,6 +7,7 @@ import base64
 import html
 import itertools
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -147,22 +148,34 @@ def _series_plot(runs: list[RunData], key: str, title: str, out: Path, filename:
 
 
 def _r_pareto_plot(runs: list[RunData], out: Path):
+    """The distribution of the hypervolume meta-reward per run (arXiv 2509.11452 Fig. 3): one small histogram each."""
     import matplotlib.pyplot as plt
 
     data = {r.name: [s["strategy"]["r_pareto"] for s in r.steps if "r_pareto" in s.get("strategy", {})] for r in runs}
     data = {k: v for k, v in data.items() if v}
     if not data:
         return None
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.hist(list(data.values()), bins=20, label=list(data.keys()))
-    ax.set_xlabel("r_pareto (advantage multiplier)")
-    ax.set_ylabel("steps")
-    ax.legend(fontsize=8)
+    cols = min(4, len(data))
+    rows = math.ceil(len(data) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False, sharex=True)
+    bins = np.linspace(0.5, 2.0, 16)
+    for ax, (name, values) in zip(axes.flat, data.items()):
+        ax.hist(np.clip(values, 0.5, 2.0), bins=bins, color="#4c72b0")
+        share = np.mean(np.asarray(values) > 1.5)
+        ax.set_title(f"{name}\n> 1.5 on {share:.0%} of steps", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(data):]:
+        ax.axis("off")
+    fig.supxlabel("r_pareto (multiplier on the step's learning rate or advantages)", fontsize=9)
+    fig.supylabel("steps", fontsize=9)
+    fig.tight_layout()
     return ("r_pareto.png", _png(fig, out / "r_pareto.png"))
 
 
-def build_report(run_dirs: list[str | Path], out: str | Path, split: str | None = None) -> Path:
-    """Write ``index.html``, the PNGs and ``summary.json`` to ``out``; returns the path of ``index.html``."""
+def build_report(run_dirs: list[str | Path], out: str | Path, split: str | None = None, extra_html: str = "") -> Path:
+    """Write ``index.html``, the PNGs and ``summary.json`` to ``out``; returns the path of ``index.html``.
+
+    ``extra_html`` (trusted HTML, e.g. ``moalign bench``'s tables) is placed after the run table."""
     if not run_dirs:
         raise ValueError("give at least one run directory")
     runs = [load_run(p) for p in run_dirs]
@@ -212,7 +225,7 @@ def build_report(run_dirs: list[str | Path], out: str | Path, split: str | None 
     }
     atomic_write_json(out / "summary.json", summary)
     index = out / "index.html"
-    index.write_text(_html(runs, fronts, dominance, images, split))
+    index.write_text(_html(runs, fronts, dominance, images, split, extra_html))
     return index
 
 
@@ -248,7 +261,7 @@ def method_table(runs: list[RunData], fronts: dict[str, FrontSummary]) -> dict[s
     return table
 
 
-def _html(runs, fronts, dominance, images, split) -> str:
+def _html(runs, fronts, dominance, images, split, extra_html: str = "") -> str:
     metrics = next(iter(fronts.values())).metrics
     rows = []
     for r in runs:
@@ -283,6 +296,7 @@ the origin). Steps to front = mean step of the front's points (Table 3 of arXiv 
 <table><tr><th>run</th><th>strategy</th><th>normalised HV</th>{head}<th>steps to front</th><th>front size</th></tr>
 {''.join(rows)}</table>
 {_method_html(method_table(runs, fronts), metrics)}
+{extra_html}
 <h2>Coverage C(row, column)</h2><p>Share of the column run's front weakly dominated by the row run's front.</p>
 <table><tr><th></th>{cov_head}</tr>{cov_rows}</table>
 {imgs}

@@ -1,0 +1,395 @@
+"""``moalign bench``: the paper's three comparisons on the embedded task, with seeds, paired differences and CIs.
+
+*Learning to Optimize Multi-Objective Alignment Through Dynamic Reward Weighting* (arXiv 2509.11452) reports, per RL
+algorithm, Table 1 (the hypervolume method applied on top of each fixed preset vs that preset), Table 2 (the gradient
+method vs the three presets) and Table 3 (average steps to reach the Pareto front). Those are single runs; here each
+comparison is paired by seed (same data order, same initial policy, same sampling seed) and summarised by the mean
+difference, its bootstrap 95 % confidence interval and win/tie/loss counts, so a difference can be told from seed noise.
+
+Every comparison is within one advantage estimator. Outcomes on the embedded task are bimodal (a run either moves to
+step-by-step answers or collapses to short direct ones), so the share of runs in each mode is reported too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["BenchConfig", "bench_methods", "bootstrap_ci", "paired_comparison", "run_bench", "summarize_bench"]
+
+logger = logging.getLogger(__name__)
+
+PRESETS = {"accuracy": "accuracy_focused", "balanced": "balanced", "efficiency": "efficiency_focused"}
+# The paper's numbers (Qwen3-8B, Math500 test, GRPO; arXiv 2509.11452 Tables 1-3), quoted for orientation only:
+# a 135x larger model, a real dataset and 360 steps -- not a target for the tiny task.
+PAPER_NOTE = (
+    "Paper (Qwen3-8B on Math500, GRPO, one run each): the hypervolume method improves the front over each fixed preset "
+    "(Table 1), the gradient method's front dominates all three presets (Table 2), and both reach their front in fewer "
+    "steps (Table 3; e.g. gradient vs presets about 20-40 % fewer)."
+)
+
+
+@dataclass
+class BenchConfig:
+    """Budget and seeds of ``moalign bench``; ``quick`` shrinks everything for a smoke run (CI)."""
+
+    seeds: list[int] = field(default_factory=lambda: [100, 101, 102, 103, 104])
+    data_seed: int = 0
+    estimators: list[str] = field(default_factory=lambda: ["grpo", "rloo"])
+    methods: list[str] | None = None  # default: every method of bench_methods()
+    steps: int = 40
+    eval_every: int = 4
+    eval_size: int = 200
+    prompts_per_step: int = 4
+    generations: int = 8
+    learning_rate: float = 1e-4
+    max_completion_length: int = 64
+    gradient_mu: float = 1e-3  # chosen on seeds 0-4 (docs/BENCHMARKS.md); η/μ = 0.1 as in the paper
+    workers: int = 2
+    bootstrap: int = 10000
+    out: str = "runs/bench"
+    quick: bool = False
+
+    def __post_init__(self):
+        if self.quick:
+            self.steps = min(self.steps, 4)
+            self.eval_every = 2
+            self.eval_size = min(self.eval_size, 16)
+            self.generations = 4
+            self.seeds = self.seeds[:2]
+            self.estimators = self.estimators[:1]
+            if self.methods is None:
+                self.methods = ["fixed-balanced", "hypervolume-balanced", "gradient"]
+            self.bootstrap = min(self.bootstrap, 500)
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"--seeds must be distinct integers, e.g. 100,101,102; got {self.seeds}")
+        from .rl.advantages import ESTIMATORS
+
+        bad = [e for e in self.estimators if e not in ESTIMATORS]
+        if bad:
+            raise ValueError(f"unknown estimator(s) {bad}; choose from {', '.join(sorted(ESTIMATORS))}")
+        names = [m[0] for m in bench_methods(self)]
+        if self.methods is not None:
+            unknown = sorted(set(self.methods) - set(names))
+            if unknown:
+                raise ValueError(f"unknown bench method(s) {unknown}; choose from {', '.join(names)}")
+        for key in ("steps", "eval_every", "eval_size", "workers", "prompts_per_step", "generations"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"--{key.replace('_', '-')} must be >= 1, but got {getattr(self, key)}")
+
+
+def bench_methods(cfg: BenchConfig | None = None) -> list[tuple[str, str, dict[str, Any]]]:
+    """``(label, strategy, strategy_params)`` of every benchmarked method (the estimator is set per comparison)."""
+    mu = cfg.gradient_mu if cfg is not None else BenchConfig.gradient_mu
+    methods: list[tuple[str, str, dict[str, Any]]] = []
+    for short, preset in PRESETS.items():
+        methods.append((f"fixed-{short}", "fixed", {"preset": preset}))
+    for short, preset in PRESETS.items():
+        # train_batch points: the trainer's evaluator runs on the test split, which must not steer training
+        methods.append((f"hypervolume-{short}", "hypervolume", {"preset": preset, "point_source": "train_batch"}))
+    methods.append(("gradient", "gradient", {"mu": mu}))
+    return methods
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# running
+# ---------------------------------------------------------------------------------------------------------------------
+def _train_one(job: dict[str, Any]) -> str:
+    """One RL run (in a worker process). Returns its run directory."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
+    from transformers.utils import logging as hf_logging
+
+    from .data.synthetic import load_synthetic
+    from .trainer import MOGRPOConfig, MOGRPOTrainer
+
+    torch.set_num_threads(job["threads"])
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    cfg = BenchConfig(**job["cfg"])
+    splits = load_synthetic(seed=cfg.data_seed)
+    run_dir = Path(job["run_dir"])
+    model = AutoModelForCausalLM.from_pretrained(job["model_dir"])
+    tok = AutoTokenizer.from_pretrained(job["model_dir"])
+    args = MOGRPOConfig(
+        output_dir=str(run_dir / "checkpoints"),
+        run_dir=str(run_dir),
+        objectives=["accuracy", "conciseness", "clarity"],
+        strategy=job["strategy"],
+        strategy_params=job["params"],
+        advantage_estimator=job["estimator"],
+        max_steps=cfg.steps,
+        per_device_train_batch_size=cfg.prompts_per_step * cfg.generations,
+        num_generations=cfg.generations,
+        max_completion_length=cfg.max_completion_length,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type="constant",
+        temperature=1.0,
+        beta=0.0,
+        mo_eval_steps=cfg.eval_every,
+        mo_eval_size=cfg.eval_size,
+        per_device_eval_batch_size=min(cfg.eval_size, 100),
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        seed=job["seed"],
+        disable_tqdm=True,
+        log_level="error",
+    )
+    trainer = MOGRPOTrainer(model=model, args=args, train_dataset=splits["train"], eval_dataset=splits["test"],
+                            processing_class=tok, eval_split_name="test")
+    trainer.remove_callback(PrinterCallback)
+    trainer.extra_run_info = {"name": job["name"], "method": job["label"], "estimator": job["estimator"],
+                              "seed_index": job["seed"], "bench": True}
+    trainer.train()
+    return str(run_dir)
+
+
+def _jobs(cfg: BenchConfig, model_dir: Path, out: Path) -> list[dict[str, Any]]:
+    methods = [m for m in bench_methods(cfg) if cfg.methods is None or m[0] in cfg.methods]
+    threads = max(1, (os.cpu_count() or 1) // cfg.workers)
+    jobs = []
+    for estimator in cfg.estimators:
+        for seed in cfg.seeds:
+            for label, strategy, params in methods:
+                name = f"{estimator}/{label}-seed{seed}"
+                jobs.append({
+                    "name": name, "label": label, "strategy": strategy, "params": params, "estimator": estimator,
+                    "seed": seed, "run_dir": str(out / estimator / f"{label}-seed{seed}"), "model_dir": str(model_dir),
+                    "cfg": dataclasses.asdict(cfg) | {"quick": False}, "threads": threads,
+                })
+    return jobs
+
+
+def run_bench(cfg: BenchConfig, progress: bool = True) -> Path:
+    """Train every (estimator, method, seed) run, then write the tables; returns the path of ``bench.md``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .warmstart import warm_start
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    model_dir = warm_start(progress=progress)
+    jobs = _jobs(cfg, model_dir, out)
+    todo = [j for j in jobs if not _complete(Path(j["run_dir"]), cfg)]
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, disable=not progress) as bar:
+        task = bar.add_task(f"bench runs ({len(jobs) - len(todo)} already done)", total=len(jobs),
+                            completed=len(jobs) - len(todo))
+        if cfg.workers == 1:
+            for job in todo:
+                bar.update(task, description=f"bench: {job['name']}")
+                _train_one(job)
+                bar.advance(task)
+        else:
+            import multiprocessing
+
+            with ProcessPoolExecutor(cfg.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                futures = {pool.submit(_train_one, job): job for job in todo}
+                for fut in as_completed(futures):
+                    fut.result()  # re-raise a failed run here, with its traceback
+                    bar.update(task, description=f"bench: {futures[fut]['name']} done")
+                    bar.advance(task)
+    wall = time.perf_counter() - started
+    summary = summarize_bench([Path(j["run_dir"]) for j in jobs], cfg)
+    summary["wall_seconds"] = wall
+    summary["config"] = dataclasses.asdict(cfg)
+    (out / "bench.json").write_text(json.dumps(summary, indent=1))
+    md = out / "bench.md"
+    md.write_text(bench_markdown(summary))
+    from .report import build_report
+
+    for estimator in cfg.estimators:
+        dirs = [Path(j["run_dir"]) for j in jobs if j["estimator"] == estimator]
+        build_report(dirs, out / estimator / "report", split="test", extra_html=_html_tables(summary, estimator))
+    return md
+
+
+def _complete(run_dir: Path, cfg: BenchConfig) -> bool:
+    """A run that already finished (same budget) is reused, so an interrupted bench resumes."""
+    evals = run_dir / "evals.jsonl"
+    if not evals.exists() or not (run_dir / "run.json").exists():
+        return False
+    steps = [json.loads(line)["step"] for line in evals.read_text().splitlines() if line.strip()]
+    return bool(steps) and max(steps) >= cfg.steps
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# statistics
+# ---------------------------------------------------------------------------------------------------------------------
+def bootstrap_ci(diffs: Sequence[float], n_boot: int = 10000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of paired differences (resampling seeds with replacement).
+
+    >>> lo, hi = bootstrap_ci([0.1, 0.12, 0.09, 0.11, 0.1])
+    >>> 0.09 <= lo < hi <= 0.12
+    True
+    """
+    d = np.asarray(diffs, dtype=np.float64)
+    if d.size == 0:
+        return (math.nan, math.nan)
+    if d.size == 1:
+        return (float(d[0]), float(d[0]))
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, d.size, size=(n_boot, d.size))].mean(axis=1)
+    alpha = (1 - level) / 2
+    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+
+
+def paired_comparison(a: dict[int, float], b: dict[int, float], n_boot: int = 10000, tie: float = 0.0,
+                      higher_is_better: bool = True) -> dict[str, Any]:
+    """``a − b`` over the seeds both have: mean, bootstrap 95 % CI, win/tie/loss (|diff| ≤ ``tie`` is a tie)."""
+    seeds = sorted(set(a) & set(b))
+    d = np.array([a[s] - b[s] for s in seeds], dtype=np.float64)
+    lo, hi = bootstrap_ci(d, n_boot)
+    sign = 1.0 if higher_is_better else -1.0
+    return {
+        "n": len(seeds), "mean_a": float(np.mean([a[s] for s in seeds])) if seeds else math.nan,
+        "mean_b": float(np.mean([b[s] for s in seeds])) if seeds else math.nan,
+        "diff": float(d.mean()) if d.size else math.nan, "ci": [lo, hi],
+        "wins": int(np.sum(sign * d > tie)), "ties": int(np.sum(np.abs(d) <= tie)), "losses": int(np.sum(sign * d < -tie)),
+        "ratio": float(np.mean([a[s] for s in seeds]) / np.mean([b[s] for s in seeds])) if seeds and np.mean(
+            [b[s] for s in seeds]) else math.nan,
+    }
+
+
+def summarize_bench(run_dirs: Sequence[Path], cfg: BenchConfig) -> dict[str, Any]:
+    """Per estimator: per-run front summaries, per-method means, Tables 1-3 as paired comparisons, mode shares."""
+    from .evaluation import summarize_front
+    from .report import load_run
+
+    runs: dict[str, dict[str, dict[int, dict[str, Any]]]] = {}
+    for d in run_dirs:
+        if not (Path(d) / "run.json").exists():
+            continue
+        r = load_run(d)
+        ev = r.evals_for("test")
+        if not ev:
+            continue
+        front = summarize_front(ev, r.objectives, r.max_completion_length)
+        last = max(ev, key=lambda e: e["step"])["metrics"]
+        rec = {
+            "hv": front.hypervolume, "steps_to_front": front.steps_to_front, "front_means": front.front_means,
+            "final": last, "mode": "steps" if last.get("clarity", 0.0) >= 0.5 else "direct",
+            "weights_final": r.steps[-1]["weights"] if r.steps else None,
+            "max_weight_shift": _max_weight_shift(r.steps),
+            "r_pareto": [s["strategy"]["r_pareto"] for s in r.steps if "r_pareto" in s.get("strategy", {})],
+        }
+        estimator = r.meta.get("estimator") or r.meta.get("advantage_estimator") or "grpo"
+        runs.setdefault(estimator, {}).setdefault(r.meta.get("method") or r.strategy, {})[int(r.meta["seed"])] = rec
+
+    out: dict[str, Any] = {"estimators": {}}
+    for estimator, methods in runs.items():
+        hv = {m: {s: v["hv"] for s, v in per.items()} for m, per in methods.items()}
+        stf = {m: {s: v["steps_to_front"] for s, v in per.items()} for m, per in methods.items()}
+        table1, table2, table3 = [], [], []
+        for short in PRESETS:
+            fixed, dyn = f"fixed-{short}", f"hypervolume-{short}"
+            if fixed in hv and dyn in hv:
+                table1.append({"preset": short, "hv": paired_comparison(hv[dyn], hv[fixed], cfg.bootstrap),
+                               "steps_to_front": paired_comparison(stf[dyn], stf[fixed], cfg.bootstrap,
+                                                                   higher_is_better=False)})
+            if fixed in hv and "gradient" in hv:
+                table2.append({"preset": short, "hv": paired_comparison(hv["gradient"], hv[fixed], cfg.bootstrap),
+                               "steps_to_front": paired_comparison(stf["gradient"], stf[fixed], cfg.bootstrap,
+                                                                   higher_is_better=False)})
+        fixed_present = [f"fixed-{s}" for s in PRESETS if f"fixed-{s}" in hv]
+        if fixed_present and "gradient" in hv:
+            best = max(fixed_present, key=lambda m: float(np.mean(list(hv[m].values()))))
+            table2.append({"preset": f"best fixed ({best})", "hv": paired_comparison(hv["gradient"], hv[best],
+                                                                                       cfg.bootstrap),
+                           "steps_to_front": paired_comparison(stf["gradient"], stf[best], cfg.bootstrap,
+                                                               higher_is_better=False)})
+        for m, per in methods.items():
+            vals = list(per.values())
+            table3.append({
+                "method": m, "runs": len(vals),
+                "hv_mean": float(np.mean([v["hv"] for v in vals])), "hv_std": float(np.std([v["hv"] for v in vals])),
+                "steps_to_front": float(np.mean([v["steps_to_front"] for v in vals])),
+                "front_means": {k: float(np.mean([v["front_means"][k] for v in vals])) for k in vals[0]["front_means"]},
+                "mode_steps_share": float(np.mean([v["mode"] == "steps" for v in vals])),
+                "max_weight_shift": float(np.mean([v["max_weight_shift"] for v in vals])),
+                "r_pareto_share_above_1_5": _share([x for v in vals for x in v["r_pareto"]], lambda x: x > 1.5),
+                "r_pareto_share_at_0_5": _share([x for v in vals for x in v["r_pareto"]], lambda x: x <= 0.5 + 1e-12),
+            })
+        out["estimators"][estimator] = {"runs": methods, "table1": table1, "table2": table2,
+                                        "table3": sorted(table3, key=lambda r: r["method"])}
+    return out
+
+
+def _share(values: list[float], pred) -> float | None:
+    return float(np.mean([pred(v) for v in values])) if values else None
+
+
+def _max_weight_shift(steps: list[dict[str, Any]]) -> float:
+    """Largest |w_k(t) − w_k(0)| over the run (0 for fixed weights)."""
+    if not steps:
+        return 0.0
+    w = np.array([list(s["weights"].values()) for s in steps], dtype=np.float64)
+    return float(np.max(np.abs(w - w[0])))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# tables
+# ---------------------------------------------------------------------------------------------------------------------
+def _fmt_cmp(c: dict[str, Any], digits: int = 3) -> str:
+    lo, hi = c["ci"]
+    return (f"{c['mean_a']:.{digits}f} vs {c['mean_b']:.{digits}f} | {c['diff']:+.{digits}f} "
+            f"[{lo:+.{digits}f}, {hi:+.{digits}f}] | {c['wins']}/{c['ties']}/{c['losses']}")
+
+
+def bench_markdown(summary: dict[str, Any]) -> str:
+    cfg = summary.get("config", {})
+    lines = [f"# moalign bench\n", f"Seeds {cfg.get('seeds')}, data seed {cfg.get('data_seed')}, {cfg.get('steps')} "
+             f"RL steps per run, greedy evaluation of {cfg.get('eval_size')} test problems every "
+             f"{cfg.get('eval_every')} steps (and step 0). Differences are paired by seed: mean [bootstrap 95 % CI] "
+             f"and win/tie/loss. Wall time {summary.get('wall_seconds', float('nan')) / 60:.1f} min.\n",
+             f"{PAPER_NOTE}\n"]
+    for estimator, est in summary["estimators"].items():
+        lines.append(f"## {estimator}\n")
+        lines.append("### Table 1 — hypervolume method on each preset vs that preset\n")
+        lines.append("| preset | front HV: ours vs preset \\| diff [95 % CI] \\| W/T/L | steps to front: ours vs preset "
+                     "\\| diff [95 % CI] \\| W/T/L (fewer = win) |")
+        lines.append("|---|---|---|")
+        for row in est["table1"]:
+            lines.append(f"| {row['preset']} | {_fmt_cmp(row['hv'])} | {_fmt_cmp(row['steps_to_front'], 1)} |")
+        lines.append("\n### Table 2 — gradient method vs each preset\n")
+        lines.append("| preset | front HV: gradient vs preset \\| diff [95 % CI] \\| W/T/L | steps to front: gradient vs "
+                     "preset \\| diff [95 % CI] \\| W/T/L (fewer = win) |")
+        lines.append("|---|---|---|")
+        for row in est["table2"]:
+            lines.append(f"| {row['preset']} | {_fmt_cmp(row['hv'])} | {_fmt_cmp(row['steps_to_front'], 1)} |")
+        lines.append("\n### Table 3 — per method (mean over seeds)\n")
+        lines.append("| method | runs | front HV (mean ± std) | front accuracy | front length | front clarity | steps to "
+                     "front | runs in step-by-step mode | max weight shift | r_pareto > 1.5 / = 0.5 (share of steps) |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for row in est["table3"]:
+            fm = row["front_means"]
+            r = ("—" if row["r_pareto_share_above_1_5"] is None
+                 else f"{row['r_pareto_share_above_1_5']:.2f} / {row['r_pareto_share_at_0_5']:.2f}")
+            lines.append(
+                f"| {row['method']} | {row['runs']} | {row['hv_mean']:.3f} ± {row['hv_std']:.3f} | "
+                f"{fm.get('accuracy', math.nan):.3f} | {fm.get('length', math.nan):.1f} | "
+                f"{fm.get('clarity', math.nan):.3f} | {row['steps_to_front']:.1f} | {row['mode_steps_share']:.0%} | "
+                f"{row['max_weight_shift']:.3f} | {r} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _html_tables(summary: dict[str, Any], estimator: str) -> str:
+    import html
+
+    one = dict(summary, estimators={estimator: summary["estimators"][estimator]})
+    return f"<h2>Bench tables ({html.escape(estimator)})</h2><pre>{html.escape(bench_markdown(one))}</pre>"

@@ -1,0 +1,127 @@
+"""``moalign bench``: paired statistics against independent computations, tables from hand-made runs, CLI smoke."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from moalign.bench import BenchConfig, bench_markdown, bootstrap_ci, paired_comparison, summarize_bench
+from moalign.cli import app
+
+
+def test_bootstrap_ci_matches_scipy_percentile_bootstrap():
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(7)
+    d = rng.normal(0.02, 0.03, size=8)
+    lo, hi = bootstrap_ci(d, n_boot=20000)
+    ref = stats.bootstrap((d,), np.mean, n_resamples=20000, method="percentile", confidence_level=0.95,
+                          random_state=1).confidence_interval
+    assert lo == pytest.approx(ref.low, abs=2e-3) and hi == pytest.approx(ref.high, abs=2e-3)
+    assert lo < d.mean() < hi
+
+
+def test_bootstrap_ci_degenerate_inputs():
+    assert bootstrap_ci([0.3]) == (0.3, 0.3)
+    assert all(np.isnan(bootstrap_ci([])))
+    assert bootstrap_ci([0.1] * 5) == pytest.approx((0.1, 0.1))
+
+
+def test_paired_comparison_by_hand():
+    a = {0: 0.30, 1: 0.20, 2: 0.25, 3: 0.10}
+    b = {0: 0.20, 1: 0.20, 2: 0.30, 4: 0.99}  # seed 4 has no partner, seed 3 neither: both ignored
+    c = paired_comparison(a, b, n_boot=1000)
+    assert c["n"] == 3
+    assert c["diff"] == pytest.approx((0.10 + 0.0 - 0.05) / 3)
+    assert (c["wins"], c["ties"], c["losses"]) == (1, 1, 1)
+    assert c["mean_a"] == pytest.approx(0.25) and c["mean_b"] == pytest.approx(0.7 / 3)
+    fewer = paired_comparison({0: 8.0, 1: 12.0}, {0: 10.0, 1: 10.0}, higher_is_better=False)
+    assert (fewer["wins"], fewer["losses"]) == (1, 1)  # fewer steps is a win
+
+
+def _fake_run(root: Path, method: str, seed: int, estimator: str, evals: list[tuple[int, float, float, float]],
+              weights: list[list[float]] | None = None, r_pareto: list[float] | None = None) -> Path:
+    d = root / estimator / f"{method}-seed{seed}"
+    d.mkdir(parents=True)
+    meta = {"name": f"{estimator}/{method}-seed{seed}", "method": method, "estimator": estimator, "seed": seed,
+            "strategy": {"name": method.split("-")[0]}, "config": {"max_completion_length": 64},
+            "objectives": [{"name": "accuracy", "maximize": True, "eval_metric": "accuracy"},
+                           {"name": "conciseness", "maximize": True, "eval_metric": "length"},
+                           {"name": "clarity", "maximize": True, "eval_metric": "clarity"}]}
+    (d / "run.json").write_text(json.dumps(meta))
+    (d / "evals.jsonl").write_text("".join(
+        json.dumps({"step": s, "split": "test", "metrics": {"accuracy": a, "length": n, "clarity": c}}) + "\n"
+        for s, a, n, c in evals))
+    steps = []
+    for t, w in enumerate(weights or [[1 / 3] * 3]):
+        line = {"step": t + 1, "weights": dict(zip(["accuracy", "conciseness", "clarity"], w)), "strategy": {}}
+        if r_pareto:
+            line["strategy"]["r_pareto"] = r_pareto[t]
+        steps.append(line)
+    (d / "steps.jsonl").write_text("".join(json.dumps(s) + "\n" for s in steps))
+    return d
+
+
+def test_summarize_bench_tables_from_hand_made_runs(tmp_path):
+    dirs = []
+    for seed, gain in ((0, 0.1), (1, 0.2)):
+        # fixed-balanced: one front point at step 4 (acc 0.5, length 32 -> 0.5, clarity 0.5): HV = 0.125
+        dirs.append(_fake_run(tmp_path, "fixed-balanced", seed, "grpo", [(0, 0.1, 60, 0.0), (4, 0.5, 32, 0.5)]))
+        # gradient: better accuracy by `gain` at step 2 and clarity 0.5: HV = (0.5 + gain)·0.5·0.5
+        dirs.append(_fake_run(tmp_path, "gradient", seed, "grpo", [(0, 0.1, 60, 0.0), (2, 0.5 + gain, 32, 0.5)],
+                              weights=[[1 / 3] * 3, [0.5, 0.2, 0.3]]))
+        dirs.append(_fake_run(tmp_path, "hypervolume-balanced", seed, "grpo", [(0, 0.1, 60, 0.0), (4, 0.4, 32, 0.6)],
+                              weights=[[1 / 3] * 3] * 4, r_pareto=[1.0, 1.8, 0.5, 0.5]))
+    summary = summarize_bench(dirs, BenchConfig(seeds=[0, 1], bootstrap=200))
+    est = summary["estimators"]["grpo"]
+    t2 = {row["preset"]: row for row in est["table2"]}
+    assert t2["balanced"]["hv"]["diff"] == pytest.approx(np.mean([0.1, 0.2]) * 0.25)
+    assert t2["balanced"]["hv"]["wins"] == 2
+    assert t2["balanced"]["steps_to_front"]["diff"] == pytest.approx(-2.0)  # front at step 2 instead of 4
+    t1 = {row["preset"]: row for row in est["table1"]}
+    assert t1["balanced"]["hv"]["diff"] == pytest.approx(0.4 * 0.5 * 0.6 - 0.125)
+    t3 = {row["method"]: row for row in est["table3"]}
+    assert t3["gradient"]["max_weight_shift"] == pytest.approx(0.5 - 1 / 3)
+    assert t3["hypervolume-balanced"]["r_pareto_share_above_1_5"] == pytest.approx(0.25)
+    assert t3["hypervolume-balanced"]["r_pareto_share_at_0_5"] == pytest.approx(0.5)
+    assert t3["fixed-balanced"]["mode_steps_share"] == 1.0  # final clarity 0.5 counts as step-by-step
+    md = bench_markdown(summary | {"config": {"seeds": [0, 1]}, "wall_seconds": 60.0})
+    assert "Table 1" in md and "Table 2" in md and "| gradient | 2 |" in md
+
+
+def test_bench_config_rejects_bad_input():
+    with pytest.raises(ValueError, match="distinct integers"):
+        BenchConfig(seeds=[1, 1])
+    with pytest.raises(ValueError, match="unknown estimator"):
+        BenchConfig(estimators=["ppo"])
+    with pytest.raises(ValueError, match="unknown bench method"):
+        BenchConfig(methods=["gradient", "magic"])
+
+
+def test_bench_cli_quick_writes_tables_and_reports(tmp_path):
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(app, ["bench", "--quick", "--seeds", "3,4", "--methods", "fixed-balanced,gradient",
+                                      "--workers", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Table 2" in result.output and str(out / "bench.md") in result.output.replace("\n", "")
+    data = json.loads((out / "bench.json").read_text())
+    grpo = data["estimators"]["grpo"]
+    assert {row["method"] for row in grpo["table3"]} == {"fixed-balanced", "gradient"}
+    assert grpo["table2"][0]["hv"]["n"] == 2
+    assert (out / "grpo" / "report" / "index.html").exists()
+    # an interrupted bench resumes: a second call retrains nothing (finished runs are reused)
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("grpo/*/evals.jsonl")}
+    assert len(stamps) == 4
+    again = CliRunner().invoke(app, ["bench", "--quick", "--seeds", "3,4", "--methods", "fixed-balanced,gradient",
+                                     "--workers", "1", "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert {p: p.stat().st_mtime_ns for p in out.glob("grpo/*/evals.jsonl")} == stamps
+    assert json.loads((out / "bench.json").read_text())["estimators"]["grpo"]["table2"] == grpo["table2"]
+
+
+def test_bench_cli_bad_seeds(tmp_path):
+    result = CliRunner().invoke(app, ["bench", "--seeds", "a,b", "--out", str(tmp_path)])
+    assert result.exit_code != 0 and "comma-separated integers" in result.output
