@@ -10,7 +10,11 @@ Each estimator maps rewards ``r`` of shape ``(N,)`` or ``(N, K)`` (rows grouped 
 ``rloo``       leave-one-out baseline ``r_i - mean_{j != i in group} r_j`` (Ahmadian et al., 2024, arXiv 2402.14740).
 ``reinforce``  REINFORCE++ (Hu et al., 2025, arXiv 2501.03262): the batch-mean baseline, then batch whitening
                ``(r_i - mean r) / (std r + 1e-4)``; with ``scale_rewards="none"`` the whitening is skipped
-               (plain batch-mean REINFORCE).
+               (plain batch-mean REINFORCE). The mean and std are taken over *sequences* (each completion counts
+               once). verl's ``reinforce_plus_plus`` (the papers' runs) whitens the token-level returns over all
+               valid *tokens*, i.e. a length-weighted mean and std: long completions pull the baseline towards
+               their reward. The two agree when completions have equal lengths; we keep the sequence version
+               because it matches TRL's sequence-level advantages (see docs/design.md, Reference facts).
 =============  ==================================================================================================
 
 ``grpo`` with ``scale_rewards="none"``, ``rloo`` and ``reinforce`` with ``scale_rewards="none"`` are linear in the
