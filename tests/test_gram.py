@@ -230,3 +230,54 @@ def test_all_zero_gram_with_varying_rewards_is_a_logged_skip_with_its_reason(tmp
     trainer.train()
     (step,) = read_jsonl(trainer.run_dir / "steps.jsonl")
     assert step["skip_reason"].startswith("all-zero Gram matrix although objective advantages are non-zero")
+
+
+class _ToyLM(torch.nn.Module):
+    """Embedding, biased Linear, LayerNorm, an unused module and one module called twice: every probe path."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(20, 8, padding_idx=0)
+        self.mix = torch.nn.Linear(8, 8)
+        self.norm = torch.nn.LayerNorm(8)
+        self.unused = torch.nn.Linear(8, 8)
+        self.head = torch.nn.Linear(8, 20)
+
+    def forward(self, ids):
+        h = self.embed(ids)
+        h = torch.tanh(self.mix(h))
+        h = self.mix(self.norm(h)) + h  # `mix` runs twice
+        return torch.log_softmax(self.head(h), -1)
+
+
+def test_probe_module_kinds_against_brute_force():
+    torch.manual_seed(0)
+    model = _ToyLM()
+    ids = torch.randint(0, 20, (5, 7))
+    adv = torch.randn(5, 3)
+    old = torch.randn(5, 6) * 0.1 - 3.0
+
+    def logps_of():
+        return model(ids[:, :-1]).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+
+    def loss_fn(lp, a):  # clipped, off-policy: two directions
+        ratio = torch.exp(lp - old)
+        return -torch.min(ratio * a[:, None], ratio.clamp(0.9, 1.1) * a[:, None]).mean()
+
+    params = list(model.named_parameters())
+    probe = GramProbe(model, params, 3)
+    probe.reset(1)
+    with probe.capture():
+        lp = logps_of()
+    probe.accumulate(lp, loss_fn, adv)
+    gram, losses = probe.finish()
+    rows, expected_losses = [], []
+    for k in range(3):
+        loss = loss_fn(logps_of(), adv[:, k])
+        grads = torch.autograd.grad(loss, [p for _, p in params], allow_unused=True)
+        rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
+                               for g, (_, p) in zip(grads, params)]).double())
+        expected_losses.append(loss.item())
+    v = torch.stack(rows)
+    torch.testing.assert_close(gram, v @ v.T, rtol=1e-5, atol=1e-10)
+    np.testing.assert_allclose(losses.numpy(), expected_losses, rtol=1e-5)

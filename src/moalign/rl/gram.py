@@ -385,18 +385,26 @@ class GramProbe:
 
         out: dict[str, torch.Tensor] = {}
         if isinstance(module, nn.Linear):
-            x = call.args[0].float().reshape(-1, module.in_features)
-            rows_w, rows_b = [], []
-            for i in range(k):
-                dk = objective_delta(i).reshape(-1, module.out_features)
+            # ∇W_k = Σ_n (Σ_j α[k,j,b(n)] δ_j[n]) x[n]ᵀ: per direction one GEMM δ_jᵀ [α_1 x | … | α_K x].
+            x = call.args[0].float().reshape(b, -1, module.in_features)
+            n_in, n_out = module.in_features, module.out_features
+            w_acc, b_acc = None, None
+            for j, d in enumerate(deltas):
+                if d is None:
+                    continue
+                d = d.reshape(b, -1, n_out)
+                a = alpha[:, j].view(k, b, 1, 1)
                 if "weight" in names:
-                    rows_w.append((dk.T @ x).reshape(-1))
+                    xk = (a * x.unsqueeze(0)).permute(1, 2, 0, 3).reshape(-1, k * n_in)  # (B·T, K·in)
+                    g = d.reshape(-1, n_out).T @ xk  # (out, K·in)
+                    w_acc = g if w_acc is None else w_acc + g
                 if "bias" in names:
-                    rows_b.append(dk.sum(0))
-            if rows_w:
-                out["weight"] = torch.stack(rows_w)
-            if rows_b:
-                out["bias"] = torch.stack(rows_b)
+                    g = (a.view(k, b, 1) * d.sum(1).unsqueeze(0)).sum(1)  # (K, out)
+                    b_acc = g if b_acc is None else b_acc + g
+            if w_acc is not None:
+                out["weight"] = w_acc.view(n_out, k, n_in).transpose(0, 1).reshape(k, -1)
+            if b_acc is not None:
+                out["bias"] = b_acc
             return out
         if isinstance(module, nn.Embedding):
             ids = call.args[0].reshape(-1)
@@ -416,13 +424,11 @@ class GramProbe:
             y = torch.func.functional_call(module, params, args, call.kwargs)
             y = y[0] if isinstance(y, tuple) else y
             targets = [params[n] for n in names]
-            rows = {n: [] for n in names}
-            for i in range(k):
-                grads = torch.autograd.grad(y, targets, grad_outputs=objective_delta(i).to(y.dtype),
-                                            retain_graph=i < k - 1, allow_unused=True)
-                for n, g, p in zip(names, grads, targets):
-                    rows[n].append((g if g is not None else torch.zeros_like(p)).reshape(-1).float())
-        return {n: torch.stack(r) for n, r in rows.items()}
+            stacked = torch.stack([objective_delta(i).to(y.dtype) for i in range(k)])
+            grads = torch.autograd.grad(y, targets, grad_outputs=stacked, is_grads_batched=True, allow_unused=True)
+            rows = {n: (g if g is not None else torch.zeros(k, *p.shape)).reshape(k, -1).float()
+                    for n, g, p in zip(names, grads, targets)}
+        return rows
 
     def _zeros(self, module: nn.Module, name: str, device) -> torch.Tensor:
         ref = dict(module.named_parameters(recurse=False))[name]
