@@ -35,13 +35,20 @@ class DataArguments:
 
 
 def build_model_and_tokenizer(model_args, data_args: DataArguments, seed: int = 0):
-    """``model: tiny`` builds the random-init test model; anything else goes through ``from_pretrained``."""
+    """``model: tiny`` builds the random-init test model; a short name of :data:`moalign.models.KNOWN_MODELS`
+    (``smollm2-135m-instruct``) is converted once to a local directory; anything else goes through
+    ``from_pretrained``."""
     if model_args.model_name_or_path == TINY:
         from .tiny import tiny_model_and_tokenizer
 
         return tiny_model_and_tokenizer(seed=seed, **data_args.model_kwargs)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .models import resolve_model
+
+    # A known short name (`smollm2-135m-instruct`) becomes its converted local directory, also for TRL's reference
+    # model and the run's record, which read `model_name_or_path`.
+    model_args.model_name_or_path = resolve_model(model_args.model_name_or_path)
     kwargs: dict[str, Any] = {"revision": model_args.model_revision, **data_args.model_kwargs}
     if model_args.dtype not in (None, "auto"):
         kwargs["dtype"] = model_args.dtype

@@ -268,6 +268,8 @@ def load_math_dataset(
     subset: str | None = None,
     revision: str | None = None,
     cache_dir: str | None = None,
+    system_prompt: str | None = None,
+    few_shot: list[list[str]] | None = None,
 ):
     """A math dataset as TRL-ready ``train``/``val``/``test`` splits (a ``datasets.DatasetDict``).
 
@@ -286,6 +288,8 @@ def load_math_dataset(
         val_size: rows (int) or fraction (float) of ``train`` held out as ``val`` when the source has ``train`` and
             ``test`` but no validation split.
         subset / revision / cache_dir: passed to ``datasets.load_dataset``.
+        system_prompt / few_shot: a system message and ``[[user, assistant], ...]`` example turns put before every
+            chat prompt (:func:`moalign.data.prompts.add_context`).
 
     Splits are made *after* the rows are converted, so a Hub download and a local copy of the same data give the same
     rows in the same order.
@@ -301,6 +305,10 @@ def load_math_dataset(
                        label=f"{source} [{k}]")
         for k, v in raw.items()
     })
+    if system_prompt or few_shot:
+        from .prompts import add_context
+
+        conv = DatasetDict({k: add_context(v, system_prompt, few_shot) for k, v in conv.items()})
     names = set(conv)
     if {"train", "val", "test"} <= names:
         out = DatasetDict({k: conv[k] for k in ("train", "val", "test")})

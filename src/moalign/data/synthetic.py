@@ -96,7 +96,8 @@ class SyntheticConfig:
     max_operand: int | None = None
     """Largest later number. None: from ``difficulty``."""
     prompt_template: str = "{expr}=?"
-    """User message; ``{expr}`` is replaced by the expression, e.g. ``"Compute {expr}."``."""
+    """User message; ``{expr}`` is replaced by the expression, e.g. ``"Compute {expr}."``. Other braces are kept
+    as written (``"What is {expr}? Put the final answer in \\boxed{}."``)."""
     style_mix: dict[str, float] = field(default_factory=lambda: {"steps": 0.3, "direct": 0.4, "verbose": 0.3})
     """Share of each solution style in :func:`sft_examples` (normalised to sum to 1)."""
     wrong_share: dict[str, float] = field(default_factory=lambda: {"steps": 0.05, "direct": 0.35, "verbose": 0.2})
@@ -172,7 +173,7 @@ def generate_problem(rng: random.Random, cfg: SyntheticConfig) -> dict[str, Any]
         values.append(running)
     expr = str(operands[0]) + "".join(f"{op}{b}" for op, b in zip(ops, operands[1:]))
     prob = {
-        "problem": cfg.prompt_template.format(expr=expr),
+        "problem": cfg.prompt_template.replace("{expr}", expr),  # not str.format: templates may hold \boxed{}
         "expr": expr,
         "operands": operands,
         "ops": ops,
@@ -255,13 +256,17 @@ def load_synthetic(
     n_val: int = 200,
     n_test: int = 200,
     difficulty: int = 2,
+    system_prompt: str | None = None,
+    few_shot: list[list[str]] | None = None,
     **kwargs: Any,
 ):
     """The synthetic task as a ``datasets.DatasetDict`` with splits ``train``/``val``/``test``.
 
     Columns: ``prompt`` (``[{"role": "user", "content": problem}]``), ``answer`` (str), ``problem``, ``solution``
     (a correct ``steps`` solution) and ``n_operands``. ``kwargs`` are other :class:`SyntheticConfig` fields.
-    Deterministic from the config; no problem text appears twice, within or across splits.
+    Deterministic from the config; no problem text appears twice, within or across splits. ``system_prompt`` and
+    ``few_shot`` (``[[user, assistant], ...]`` example turns) go before each problem in ``prompt``
+    (:func:`moalign.data.prompts.add_context`; they are not part of :class:`SyntheticConfig`).
     """
     from datasets import Dataset, DatasetDict
 
@@ -279,7 +284,9 @@ def load_synthetic(
                 "n_operands": [p["n_operands"] for p in rows],
             }
         )
-    return DatasetDict(out)
+    from .prompts import add_context
+
+    return DatasetDict({k: add_context(v, system_prompt, few_shot) for k, v in out.items()})
 
 
 def _make_config(**kwargs: Any) -> SyntheticConfig:

