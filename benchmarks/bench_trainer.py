@@ -163,12 +163,14 @@ def main():
     configs = SUITES.get(args.suite) or strategy_suite()
     samples = {c[0]: [] for c in configs}
     per_round = {c[0]: [] for c in configs}  # median step of each round
+    round_steps = {c[0]: [] for c in configs}  # the steps of each round
     for r in range(args.rounds):
         order = configs if r % 2 == 0 else configs[::-1]  # alternate the order: no config always runs first
         for label, strategy, params, k, est, plain in order:
             times = run_config(args, label, strategy, params, k, est, plain)
             samples[label].extend(times)
             per_round[label].append(statistics.median(times))
+            round_steps[label].append(times)
             print(f"round {r + 1}/{args.rounds} {label}: median so far {statistics.median(samples[label]):.4f} s",
                   flush=True)
     base = statistics.median(samples[configs[0][0]])
@@ -189,6 +191,25 @@ def main():
         ratios = sorted(a / b for a, b in zip(per_round[label], per_round[configs[0][0]]))
         q1, q3 = ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]
         print(f"| {label} | {statistics.median(ratios):.3f} | {q3 - q1:.3f} | {len(ratios)} |")
+    # Uncertainty of the pooled-median ratio: bootstrap over rounds (a resampled round brings the steps of every
+    # configuration measured in it, so the pairing within rounds is kept).
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    base_rounds = round_steps[configs[0][0]]
+    print("\n| configuration | ratio of pooled medians | bootstrap IQR | bootstrap 95 % CI | rounds |")
+    print("|---|---|---|---|---|")
+    for label, *_ in configs[1:]:
+        rounds = round_steps[label]
+        boot = []
+        for _ in range(2000):
+            idx = rng.integers(0, len(rounds), len(rounds))
+            num = np.median(np.concatenate([rounds[i] for i in idx]))
+            den = np.median(np.concatenate([base_rounds[i] for i in idx]))
+            boot.append(num / den)
+        q = np.percentile(boot, [2.5, 25, 75, 97.5])
+        point = statistics.median(samples[label]) / base
+        print(f"| {label} | {point:.3f} | {q[2] - q[1]:.3f} | [{q[0]:.3f}, {q[3]:.3f}] | {len(rounds)} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"steps": samples, "round_medians": per_round}, f, indent=1)
