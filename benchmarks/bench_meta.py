@@ -33,7 +33,8 @@ def random_expert_set(k: int, device: str):
     model = None
     for i, n in enumerate(names):
         torch.manual_seed(i)
-        cfg = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM")
+        cfg = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False,
+                         task_type="CAUSAL_LM")
         model = get_peft_model(base, cfg, adapter_name=n) if model is None else (model.add_adapter(n, cfg) or model)
     with torch.no_grad():
         for pn, p in model.named_parameters():

@@ -330,7 +330,9 @@ def load_experts(run_dir: str | Path, device: str | None = None) -> ExpertSet:
     run_dir = Path(run_dir)
     path = run_dir / MANIFEST
     if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not an experts run (no {MANIFEST}); train one with `moalign experts train`")
+        raise FileNotFoundError(
+            f"{run_dir} is not an experts run (no {MANIFEST}); train one with `moalign experts train`"
+        )
     manifest = json.loads(path.read_text())
     base = manifest["base_model_path"]
     if manifest.get("base_model") == WARMSTART or not Path(base).exists():

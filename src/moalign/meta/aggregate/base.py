@@ -266,4 +266,5 @@ class Aggregator(ABC):
     def _generate(self, input_ids, attention_mask, names: list[str], weights: np.ndarray, **kw) -> tuple:
         """``(new ids (B, T'), kv-cache bytes, extra dict)`` for the active experts ``names`` with ``weights``."""
         new_ids, cache = decode(self._step_fn(names, weights, input_ids.shape[0]), input_ids, attention_mask, **kw)
-        return new_ids, cache_bytes(cache), {"active_experts": len(names), "forward_rows": len(names) * input_ids.shape[0]}
+        rows = len(names) * input_ids.shape[0]
+        return new_ids, cache_bytes(cache), {"active_experts": len(names), "forward_rows": rows}
