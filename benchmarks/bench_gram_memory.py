@@ -1,8 +1,8 @@
 """Peak host memory of one GramProbe pass vs K × (probed parameters), on a mid-size random Qwen3 (CPU).
 
-Each measurement runs in a fresh process: forward + full backward first (the update's own peak), then one probe
-pass over the same batch; reported is the growth of the process's peak RSS caused by the probe, next to the
-probed parameter count and the ``K × probed × 4 bytes`` that a per-objective gradient buffer would need.
+Each measurement runs in a fresh process: one forward pass, then either one GramProbe pass (K objectives) or, for
+reference, one plain ``backward()`` of a single loss (what the update itself costs); reported is the growth of the
+process's peak RSS over the forward, next to the ``K × probed × 4 bytes`` a per-objective gradient buffer would need.
 
     python benchmarks/bench_gram_memory.py --k 3 6
 """
@@ -16,7 +16,7 @@ import subprocess
 import sys
 
 
-def _measure(k: int, hidden: int, layers: int, batch: int, length: int) -> dict:
+def _measure(k: int, hidden: int, layers: int, batch: int, length: int, mode: str) -> dict:
     import torch
 
     from moalign.rl.gram import GramProbe, select_parameters
@@ -38,17 +38,18 @@ def _measure(k: int, hidden: int, layers: int, batch: int, length: int) -> dict:
     def loss_fn(lp, a):
         return -(torch.exp(lp - lp.detach()) * a.unsqueeze(1)).mean()
 
-    logps_of(model).sum().backward()  # the update's own forward/backward peak
-    model.zero_grad(set_to_none=True)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     probe = GramProbe(model, selected, k)
     probe.reset(1)
     with probe.capture():
         lp = logps_of(model)
-    probe.accumulate(lp, loss_fn, adv)
-    probe.finish()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if mode == "probe":
+        probe.accumulate(lp, loss_fn, adv)
+        probe.finish()
+    else:
+        loss_fn(lp, adv[:, 0]).backward()
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"k": k, "probed_params": probed, "k_x_probed_MiB": k * probed * 4 / 2**20,
+    return {"mode": mode, "k": k, "probed_params": probed, "k_x_probed_MiB": k * probed * 4 / 2**20,
             "peak_growth_MiB": (after - before) / 1024, "largest_block_MiB": probe.peak_block_bytes / 2**20}
 
 
@@ -60,17 +61,19 @@ def main():
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--length", type=int, default=64)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--mode", default="probe", choices=["probe", "backward"], help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        print(json.dumps(_measure(args.k[0], args.hidden, args.layers, args.batch, args.length)))
+        print(json.dumps(_measure(args.k[0], args.hidden, args.layers, args.batch, args.length, args.mode)))
         return
-    print("| K | probed params | K × probed × 4 B (MiB) | largest (K, numel) block (MiB) | probe's peak RSS growth (MiB) |")
-    print("|---|---:|---:|---:|---:|")
-    for k in args.k:
-        cmd = [sys.executable, __file__, "--child", "--k", str(k), "--hidden", str(args.hidden), "--layers",
-               str(args.layers), "--batch", str(args.batch), "--length", str(args.length)]
+    print("| pass | K | probed params | K × probed × 4 B (MiB) | peak RSS growth over the forward (MiB) |")
+    print("|---|---|---:|---:|---:|")
+    for mode, k in [("backward", 1)] + [("probe", k) for k in args.k]:
+        cmd = [sys.executable, __file__, "--child", "--mode", mode, "--k", str(k), "--hidden", str(args.hidden),
+               "--layers", str(args.layers), "--batch", str(args.batch), "--length", str(args.length)]
         r = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
-        print(f"| {r['k']} | {r['probed_params']:,} | {r['k_x_probed_MiB']:.0f} | {r['largest_block_MiB']:.0f} | "
+        label = "plain backward (the update)" if mode == "backward" else "GramProbe"
+        print(f"| {label} | {r['k']} | {r['probed_params']:,} | {r['k_x_probed_MiB']:.0f} | "
               f"{r['peak_growth_MiB']:.0f} |")
 
 

@@ -370,7 +370,8 @@ class GramProbe:
                 self._add_block(module, name, blocks.pop(name, None), logps.device)
 
     def _module_blocks(self, call: _Call, names: list[str], ds: list, alpha: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``{param name: (K, numel) float32}`` per-objective gradients of one module call."""
+        """``{param name: (K, numel) float32}`` per-objective gradients of one module call (each row in a fixed
+        layout per parameter, not necessarily the parameter's own: only inner products are used)."""
         module, k = call.module, self.num_objectives
         deltas = [d.float() if d is not None else None for d in ds]
         ref = next(d for d in deltas if d is not None)
@@ -396,13 +397,13 @@ class GramProbe:
                 a = alpha[:, j].view(k, b, 1, 1)
                 if "weight" in names:
                     xk = (a * x.unsqueeze(0)).permute(1, 2, 0, 3).reshape(-1, k * n_in)  # (B·T, K·in)
-                    g = d.reshape(-1, n_out).T @ xk  # (out, K·in)
-                    w_acc = g if w_acc is None else w_acc + g
+                    g = xk.T @ d.reshape(-1, n_out)  # (K·in, out): row k is ∇W_kᵀ, contiguous (no copy below)
+                    w_acc = g if w_acc is None else w_acc.add_(g)
                 if "bias" in names:
                     g = (a.view(k, b, 1) * d.sum(1).unsqueeze(0)).sum(1)  # (K, out)
                     b_acc = g if b_acc is None else b_acc + g
-            if w_acc is not None:
-                out["weight"] = w_acc.view(n_out, k, n_in).transpose(0, 1).reshape(k, -1)
+            if w_acc is not None:  # ∇Wᵀ flattened: the same permutation of every row leaves the Gram unchanged
+                out["weight"] = w_acc.view(k, -1)
             if b_acc is not None:
                 out["bias"] = b_acc
             return out
