@@ -112,6 +112,8 @@ def run_config(args, label, strategy, params, k, estimator="grpo", trl_plain=Fal
             strat = weighting.build(strategy, k, [o.name for o in objs], **params)
             trainer = MOGRPOTrainer(model=model, args=cfg, train_dataset=_dataset(), processing_class=tok,
                                     objectives=objs, strategy=strat, callbacks=[timer])
+            if getattr(strat, "bench_two_pass", False):
+                trainer._gram_one_pass = False
         torch.manual_seed(0)
         trainer.train()
     return timer.times[1:]
@@ -129,6 +131,14 @@ SUITES = {
         ("GRPOTrainer (TRL)", "fixed", {}, 3, "grpo", True),
         ("MOGRPOTrainer fixed", "fixed", {}, 3, "grpo", False),
     ],
+    # GramProbe cost vs fixed with the same estimator; "two-pass" turns off the one-pass forward reuse.
+    "gram": [
+        ("MOGRPOTrainer fixed K=3", "fixed", {}, 3, "rloo", False),
+        ("MOGRPOTrainer Gram K=3", "_bench_gram", {}, 3, "rloo", False),
+        ("MOGRPOTrainer Gram K=6", "_bench_gram", {}, 6, "rloo", False),
+        ("MOGRPOTrainer Gram K=3 two-pass", "_bench_gram_two_pass", {}, 3, "rloo", False),
+        ("MOGRPOTrainer fixed K=6", "fixed", {"weights": [1 / 6] * 6}, 6, "rloo", False),
+    ],
 }
 
 
@@ -137,6 +147,13 @@ class _BenchGram(weighting.WeightingStrategy):
     """Needs the Gram matrix and does nothing with it: isolates the GramProbe's cost."""
 
     needs = frozenset({"gram"})
+
+
+@weighting.register("_bench_gram_two_pass")
+class _BenchGramTwoPass(_BenchGram):
+    """As _bench_gram, with the probe's own forward instead of reusing the update's (measures the one-pass gain)."""
+
+    bench_two_pass = True
 
 
 def main():
