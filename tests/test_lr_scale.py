@@ -118,5 +118,11 @@ def test_hypervolume_validation_points_come_from_their_own_split(tmp_path):
     val0 = next(e for e in evals if e["split"] == "val" and e["step"] == 0)
     from moalign.evaluation import normalised_point
 
-    p0 = normalised_point(val0["metrics"], trainer.objectives, 12)
-    np.testing.assert_allclose(buffer["ref"], p0 - 0.05)  # the initial policy's val point minus the margin
+    assert val0["metrics"]
+    assert buffer["ref"] == [0.0, 0.0, 0.0]  # default reference: the origin of the normalised space
+    first = trainer.strategy.state_dict()
+    assert first["last_point_step"] == 4  # the val point of step 4 was the last one observed
+    assert set(buffer["steps"]) <= {0, 2, 4}  # buffer members are val-split evaluations
+    for p, step in zip(buffer["points"], buffer["steps"]):  # ... with the metrics written under split "val"
+        e = next(e for e in evals if e["split"] == "val" and e["step"] == step)
+        np.testing.assert_allclose(p, normalised_point(e["metrics"], trainer.objectives, 12))

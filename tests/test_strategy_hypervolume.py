@@ -87,7 +87,7 @@ def test_activation_values(activation, values):
 
 
 def test_validation_source_first_point_is_reference_and_r_pareto_holds_between_evaluations():
-    hv = Hypervolume(2, **V1, hv_eval_every=5)
+    hv = Hypervolume(2, **V1, hv_eval_every=5, ref_point="initial")
     assert hv.needs == frozenset({"validation"}) and hv.hv_eval_every == 5
     scales = []
     hv.after_update(_after([0.2, 0.3], step=0))  # initial policy -> reference point, r stays neutral
@@ -121,7 +121,7 @@ def test_explicit_ref_point_scores_the_first_point():
 
 
 def test_train_batch_source_needs_nothing_and_ignores_validation_points():
-    hv = Hypervolume(2, **V1, point_source="train_batch")
+    hv = Hypervolume(2, **V1, point_source="train_batch", ref_point="initial")
     assert hv.needs == frozenset()
     assert Hypervolume.needs == frozenset({"validation"})  # the class default is untouched
     hv.after_update(_after([0.9, 0.9], step=0))
@@ -275,7 +275,7 @@ def test_bad_parameters_raise(params, match):
 def test_repr_pinned():
     assert repr(Hypervolume(3, preset="balanced")) == (
         "Hypervolume(preset='balanced', activation='tanh', point_source='validation', apply_to='lr', "
-        "hv_scale='box_root', hv_eval_every=5, ref_point=None, ref_margin=0.05)"
+        "hv_scale='box_root', hv_eval_every=5, ref_point='origin', ref_margin=0.0)"
     )
     assert repr(Hypervolume(2, weights=[1, 3], activation="tanh3", point_source="train_batch", apply_to="reward",
                             hv_scale="unit", hv_eval_every=1, ref_point=[0, 0], ref_margin=0)) == (
@@ -308,7 +308,7 @@ def _hv_inclusion_exclusion(points, ref):
 @pytest.mark.parametrize("seed", range(5))
 def test_box_root_scale_matches_an_independent_computation(seed):
     rng = np.random.default_rng(seed)
-    hv = Hypervolume(3, NAMES, point_source="train_batch")  # defaults: box_root, margin 0.05, lr placement
+    hv = Hypervolume(3, NAMES, point_source="train_batch", ref_point="initial", ref_margin=0.05)  # box_root, lr
     first = rng.uniform(0.3, 0.6, size=3)
     hv.before_update(_batch(first, 0))
     ref = first - 0.05
@@ -332,8 +332,8 @@ def test_box_root_spans_the_activation_range_where_the_unit_cube_does_not():
     """The first version's unit-cube ΔHV pinned r_pareto near 0.5; the box-root scale reaches above 1.5 for a clear
     advance and 0.5 for a dominated point, from the same points."""
     points = [(0.50, 0.60, 0.30), (0.56, 0.66, 0.36), (0.45, 0.55, 0.25)]  # start, +0.06 everywhere, dominated
-    box, unit = Hypervolume(3, NAMES, point_source="train_batch"), Hypervolume(3, NAMES, point_source="train_batch",
-                                                                             hv_scale="unit")
+    box = Hypervolume(3, NAMES, point_source="train_batch", ref_point="initial", ref_margin=0.05)
+    unit = Hypervolume(3, NAMES, point_source="train_batch", ref_point="initial", ref_margin=0.05, hv_scale="unit")
     r_box, r_unit = [], []
     for step, p in enumerate(points):
         box.before_update(_batch(p, step))
@@ -348,13 +348,41 @@ def test_box_root_spans_the_activation_range_where_the_unit_cube_does_not():
 
 
 def test_reference_margin_credits_trade_offs_but_not_dominated_points():
-    hv = Hypervolume(2, point_source="train_batch")  # margin 0.05
+    hv = Hypervolume(2, point_source="train_batch", ref_point="initial", ref_margin=0.05)
     hv.before_update(_batch([0.5, 0.5], 0))
     hv.before_update(_batch([0.6, 0.48], 1))  # better in one objective, 0.02 worse in the other: counts
     assert hv.lr_scale() > 0.5
     hv.before_update(_batch([0.49, 0.49], 2))  # dominated by the first point
     assert hv.lr_scale() == 0.5
-    paper = Hypervolume(2, point_source="train_batch", ref_margin=0.0)
+    paper = Hypervolume(2, point_source="train_batch", ref_point="initial")
     paper.before_update(_batch([0.5, 0.5], 0))
     paper.before_update(_batch([0.6, 0.48], 1))  # below the paper's reference point in one objective: 0.5
     assert paper.lr_scale() == 0.5
+
+
+def test_origin_reference_point_by_default_scores_trade_offs_against_the_reported_front():
+    """Default ``ref_point="origin"``: the reported HV's reference. The first point seeds the buffer (neutral r);
+    a longer-but-clearer point that the paper's initial-point reference would score 0.5 extends the front."""
+    hv = Hypervolume(3, NAMES, point_source="train_batch")
+    hv.before_update(_batch([0.59, 0.83, 0.05], 0))  # short direct answers, almost no steps
+    assert hv.lr_scale() == 1.0 and hv.state_dict()["buffer"]["ref"] == [0.0, 0.0, 0.0]
+    clearer = np.array([0.55, 0.40, 0.60])  # longer, slightly less accurate, far clearer
+    hv.before_update(_batch(clearer, 1))
+    members = [np.array([0.59, 0.83, 0.05])]
+    delta = _hv_inclusion_exclusion(members + [clearer], np.zeros(3)) - _hv_inclusion_exclusion(members, np.zeros(3))
+    box = np.prod(np.maximum(members[0], clearer))
+    assert hv.metrics()["scaled_delta_hv"] == pytest.approx((delta / box) ** (1 / 3), abs=1e-9)
+    assert hv.lr_scale() == pytest.approx(0.5 + 1.5 * math.tanh((delta / box) ** (1 / 3))) and hv.lr_scale() > 1.4
+    hv.before_update(_batch([0.50, 0.35, 0.55], 2))  # dominated by the previous point
+    assert hv.lr_scale() == 0.5
+    paper = Hypervolume(3, NAMES, point_source="train_batch", ref_point="initial")
+    paper.before_update(_batch([0.59, 0.83, 0.05], 0))
+    paper.before_update(_batch(clearer, 1))
+    assert paper.lr_scale() == 0.5  # below the initial point in accuracy and length: no credit
+
+
+def test_ref_point_spec_errors():
+    with pytest.raises(ValueError, match="ref_point must be one of origin, initial or 3 numbers"):
+        Hypervolume(3, NAMES, ref_point="nadir")
+    with pytest.raises(ValueError, match="not null"):
+        Hypervolume(3, NAMES, ref_point=None)

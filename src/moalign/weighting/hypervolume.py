@@ -23,12 +23,13 @@ Scale ``s`` (``hv_scale``). In the reference code ΔHV is in raw units (length i
   objective gives ``r ≈ 1.5``, one that adds 1 % of the box ``r ≈ 0.8``.
 * ``unit``: ``s = ΔHV`` in the normalised space (the first version).
 
-Reference point (``ref_point``, ``ref_margin``). By default it is the first observed point (the initial policy's
-validation point, or the first training batch's mean rewards) minus ``ref_margin`` in every objective, and the first
-point also enters the buffer. The paper uses the first point itself: every later point worse than it in any single
-objective then scores 0.5 -- with noisy batch means that is almost every point, and the first batch's noise sets a bar
-that is rarely cleared again. With the margin, trade-offs (better accuracy, slightly longer answers) count, while a
-point dominated by the initial policy still gets 0.5.
+Reference point (``ref_point``). By default it is the origin of the normalised space (``"origin"``: accuracy 0,
+length ``max_completion_length``, clarity 0) -- the reference point of every hypervolume moalign reports, so the
+meta-reward measures growth of the reported front. The paper uses the initial policy's point (``"initial"``, minus
+``ref_margin``): then every later point worse than the initial policy in any single objective scores 0.5. On tasks
+where one objective is bought with another (the embedded task: clear step-by-step answers are longer than the initial
+direct ones) that is every point after the first few, and ``r_pareto`` stays at 0.5 for the whole run. With the
+origin, the first point seeds the buffer (``r_pareto`` stays neutral) and trade-offs that extend the front count.
 
 =======================  ===================================  ===============================================
 symbol / choice          parameter                            paper / reference code
@@ -38,15 +39,16 @@ symbol / choice          parameter                            paper / reference 
 ``s``                    ``hv_scale``                         raw units (saturating); default ``box_root``
 ``p``                    ``point_source``                     ``validation``: greedy validation score
 evaluation period        ``hv_eval_every``                    reference code: every step (1); default 5
-reference point          ``ref_point``, ``ref_margin``        the initial policy's point (margin 0)
+reference point          ``ref_point``, ``ref_margin``        ``initial`` (margin 0); default ``origin``
 where r_pareto acts      ``apply_to``                         reference code: ``reward``; default ``lr``
 =======================  ===================================  ===============================================
 
 Activations: ``tanh`` = 0.5 + 1.5·tanh(s), ``tanh3`` = 0.5 + 1.5·tanh(3s), ``sigmoid_plus_one`` = 1 + σ(s),
 ``two_sigmoid`` = 2σ(s).
 
-Timing. Before the first point is observed, and when the first point sets the reference point (``ref_point``
-None), ``r_pareto = 1`` (neutral, as the reference code's ``meta_reward = 1``). Then:
+Timing. Before the first point is observed, and for the first point (which sets the reference point with
+``"initial"`` and seeds the buffer with ``"origin"``), ``r_pareto = 1`` (neutral, as the reference code's
+``meta_reward = 1``). With an explicit list of K numbers the first point is scored like any other. Then:
 
 * ``point_source="validation"``: the trainer evaluates the policy every ``hv_eval_every`` RL steps
   (:meth:`wants_validation_point`) and passes ``stats.validation_point`` to :meth:`after_update`; the resulting
@@ -96,6 +98,7 @@ ACTIVATIONS: dict[str, Callable[[float], float]] = {
 }
 POINT_SOURCES = ("validation", "train_batch")
 PLACEMENTS = ("lr", "advantage", "reward")
+REF_POINTS = ("origin", "initial")
 HV_SCALES = ("box_root", "unit")
 
 
@@ -128,10 +131,10 @@ class Hypervolume(WeightingStrategy):
         apply_to: ``lr`` (default: the step's learning rate), ``advantage`` or ``reward`` (reference code).
         hv_scale: ``box_root`` (default) or ``unit`` -- the scale ΔHV is measured on (module docstring).
         hv_eval_every: validation period in RL steps; ``>= 1``.
-        ref_point: K numbers, the HV reference point in the normalised space. Default: the first observed point
-            minus ``ref_margin``.
-        ref_margin: how far below the first point the reference point lies, in normalised units (default 0.05;
-            0 is the paper's choice). Ignored when ``ref_point`` is given.
+        ref_point: ``"origin"`` (default: zeros, the reported HV's reference point), ``"initial"`` (the first
+            observed point minus ``ref_margin``; the paper) or K numbers in the normalised space.
+        ref_margin: with ``ref_point="initial"``, how far below the first point the reference point lies, in
+            normalised units (default 0, the paper's choice; the first point then also joins the buffer when > 0).
 
     >>> hv = Hypervolume(2, point_source="train_batch", ref_point=[0.0, 0.0], hv_scale="unit", apply_to="advantage")
     >>> hv.before_update(StepStats(0, np.array([[1.0, 0.0], [0.0, 1.0]]), np.zeros(2), np.zeros((2, 2))))
@@ -163,8 +166,8 @@ class Hypervolume(WeightingStrategy):
         apply_to: str = "lr",
         hv_scale: str = "box_root",
         hv_eval_every: int = 5,
-        ref_point: Sequence[float] | None = None,
-        ref_margin: float = 0.05,
+        ref_point: Sequence[float] | str = "origin",
+        ref_margin: float = 0.0,
     ):
         super().__init__(num_objectives, objective_names)
         resolved = resolve_weights(weights, preset, self.num_objectives, "hypervolume")
@@ -181,15 +184,27 @@ class Hypervolume(WeightingStrategy):
         self.hv_eval_every = check_number(hv_eval_every, "strategy_params.hv_eval_every", low=1, integer=True)
         self.ref_margin = check_number(ref_margin, "strategy_params.ref_margin", low=0)
         ref = None
-        if ref_point is not None:
+        if isinstance(ref_point, str):
+            if ref_point not in REF_POINTS:
+                raise ValueError(
+                    f"strategy_params.ref_point must be one of {', '.join(REF_POINTS)} or {self.num_objectives} "
+                    f"numbers, but got {ref_point!r}"
+                )
+            ref = np.zeros(self.num_objectives) if ref_point == "origin" else None
+        elif ref_point is None:
+            raise ValueError("strategy_params.ref_point must be 'origin', 'initial' or a list of numbers, not null")
+        else:
             ref = check_vector(ref_point, self.num_objectives, "strategy_params.ref_point", names=self.objective_names)
+        self._ref_spec = ref_point if isinstance(ref_point, str) else ref.tolist()
+        # The first point is neutral (r_pareto = 1) unless the user gave the reference point explicitly.
+        self._first_neutral = isinstance(ref_point, str)
         self.preset, self.activation, self.point_source, self.apply_to = preset, activation, point_source, apply_to
         self.hv_scale = hv_scale
-        self.ref_point = None if ref is None else ref.tolist()
+        self.ref_point = self._ref_spec
         # The trainer reads `strategy.needs`; the instance attribute shadows the class default.
         self.needs = frozenset({"validation"}) if point_source == "validation" else frozenset()  # type: ignore[misc]
         self._f = ACTIVATIONS[activation]
-        self._buffer = ParetoBuffer(self.ref_point, maximize=True)
+        self._buffer = ParetoBuffer(None if ref is None else ref, maximize=True)
         self._delta_hv = 0.0
         self._scaled = 0.0
         self._r_pareto = 1.0  # multiplier from the latest point (neutral before any)
@@ -243,11 +258,16 @@ class Hypervolume(WeightingStrategy):
         self._skipped = not bool(np.all(np.isfinite(p)))
         if self._skipped:
             return
+        first = self._last_step is None
         self._last_step = int(step)
-        if self._buffer.ref is None:  # the first point sets the reference point and leaves r_pareto neutral
+        if self._buffer.ref is None:  # "initial": the first point sets the reference point, r_pareto neutral
             self._buffer = ParetoBuffer(p - self.ref_margin, maximize=True)
             if self.ref_margin > 0:
                 self._buffer.add(p, int(step))
+            self._delta_hv = self._scaled = 0.0
+            return
+        if self._first_neutral and first:  # "origin": the first point seeds the buffer, r_pareto neutral
+            self._buffer.add(p, int(step))
             self._delta_hv = self._scaled = 0.0
             return
         before = self._buffer.points
