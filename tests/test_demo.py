@@ -40,8 +40,14 @@ def test_quick_demo_writes_report_and_evaluations(tmp_path):
     assert set(summary["methods"]) == {m[0] for m in METHODS}
     for label, *_ in METHODS:
         run = out / f"{label}-seed0"
-        assert [e["step"] for e in read_jsonl(run / "evals.jsonl")] == [0, 2, 4], label
+        evals = read_jsonl(run / "evals.jsonl")
+        assert [e["step"] for e in evals if e["split"] == "test"] == [0, 2, 4], label
         assert [s["step"] for s in read_jsonl(run / "steps.jsonl")] == [1, 2, 3, 4], label
+        # the hypervolume method's points come from the val split (every 2 steps and the initial policy), never test
+        val = [e["step"] for e in evals if e["split"] == "val"]
+        assert val == ([0, 2, 4] if label == "hypervolume" else []), label
+    # one estimator for every method: the comparison is the weighting's, not the estimator's
+    assert {m[3] for m in METHODS} == {"grpo"}
 
 
 def test_demo_config_errors():
