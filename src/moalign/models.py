@@ -151,7 +151,11 @@ def _convert(source: Path, target: Path) -> None:
             if (target / _MARKER).is_file():
                 return
             shutil.rmtree(target)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process renamed its copy into place in between
+            if not (target / _MARKER).is_file():
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
