@@ -220,3 +220,24 @@ def test_truncated_strategy_state_is_an_error_naming_file_and_key(tmp_path):
                                          r"\['ema_cov'\]"):
         trainer.load_moalign_state(state, source=tmp_path / "ckpt" / "moalign_state.json")
     trainer.load_moalign_state(trainer.moalign_state())  # a complete state loads
+
+
+def test_step_lines_are_synced_at_checkpoints_not_every_step(tmp_path, monkeypatch):
+    """steps.jsonl is fsync'd once per checkpoint (before moalign_state.json), not once per step (~10 ms each)."""
+    import os
+
+    import moalign.rundir as rundir
+
+    synced = []
+    real = os.fsync
+
+    def recording(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real(fd)
+
+    monkeypatch.setattr(rundir.os, "fsync", recording)
+    trainer = _ours(tmp_path, max_steps=2, save_strategy="steps", save_steps=2)
+    lines = (trainer.run_dir / "steps.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+    assert sum(p.endswith("steps.jsonl") for p in synced) == 1
+    assert (trainer.run_dir / "checkpoint-2" / "moalign_state.json").exists()

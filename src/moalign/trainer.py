@@ -48,6 +48,7 @@ from .rundir import (
     package_versions,
     read_state_file,
     set_aside_old_logs,
+    sync_file,
     truncate_jsonl,
 )
 from .rl.step import StepRecord, StepSkipped, finish_step, weigh_step
@@ -756,7 +757,7 @@ class MOGRPOTrainer(GRPOTrainer):
         if batch.skip_reason:
             record["skip_reason"] = batch.skip_reason
         if self.accelerator.is_main_process:
-            append_jsonl(self.run_dir / "steps.jsonl", record)
+            append_jsonl(self.run_dir / "steps.jsonl", record, fsync=False)  # synced at every checkpoint
         metrics = self._metrics["train"]
         for name, w, c in zip(names, batch.weights, cov):
             metrics[f"weights/{name}"].append(float(w))
@@ -902,7 +903,8 @@ class _Evaluator:
             metrics = broadcast_object_list([metrics], from_process=0)[0]
         self._last = (step, metrics)
         if t.accelerator.is_main_process:
-            append_jsonl(t.run_dir / "evals.jsonl", {"step": step, "split": self.split, "metrics": metrics})
+            append_jsonl(t.run_dir / "evals.jsonl", {"step": step, "split": self.split, "metrics": metrics},
+                         fsync=False)  # synced at every checkpoint
         return metrics
 
     def _run(self) -> dict[str, Any]:
@@ -972,6 +974,8 @@ class _MOCallback(TrainerCallback):
         without it is incomplete and skipped on resume)."""
         t = self.trainer
         if args.should_save:
+            for name in ("steps.jsonl", "evals.jsonl"):  # every line up to this checkpoint is on disk before it
+                sync_file(t.run_dir / name)
             folder = Path(t._get_output_dir(trial=getattr(t, "_trial", None))) / f"checkpoint-{state.global_step}"
             atomic_write_json(folder / STATE_FILE, t.moalign_state())
 
