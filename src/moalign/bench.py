@@ -48,7 +48,7 @@ class BenchConfig:
 
     seeds: list[int] = field(default_factory=lambda: [100, 101, 102, 103, 104])
     data_seed: int = 0
-    estimators: list[str] = field(default_factory=lambda: ["grpo", "rloo"])
+    estimators: list[str] = field(default_factory=lambda: ["grpo"])  # the paper's main tables; add rloo, reinforce
     methods: list[str] | None = None  # default: every method of bench_methods()
     steps: int = 30
     eval_every: int = 3

@@ -230,7 +230,8 @@ def bench_command(
     quick: Annotated[bool, typer.Option("--quick", help="Smoke-size bench (CI): 2 seeds, 4 steps, one estimator.")] = False,
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds, e.g. 100,101,102,103,104.")] = "100,101,102,103,104",
     data_seed: Annotated[int, typer.Option(help="Seed of the synthetic task's problems and splits.")] = 0,
-    estimators: Annotated[str, typer.Option(help="Comma-separated advantage estimators.")] = "grpo,rloo",
+    estimators: Annotated[str, typer.Option(help="Comma-separated advantage estimators (each is its own set of "
+                                                "tables), e.g. grpo,rloo.")] = "grpo",
     methods: Annotated[str | None, typer.Option(help="Comma-separated subset of methods (default: all).")] = None,
     steps: Annotated[int | None, typer.Option(help="RL steps per run.")] = None,
     eval_every: Annotated[int | None, typer.Option(help="Evaluate every N RL steps.")] = None,
