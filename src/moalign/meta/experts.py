@@ -187,8 +187,12 @@ def _train_one(spec: ExpertSpec, cfg: ExpertsConfig, base_dir: str, splits, run_
 
     from ..trainer import MOGRPOConfig, MOGRPOTrainer
 
+    import torch
+
     model = AutoModelForCausalLM.from_pretrained(base_dir)
     tok = AutoTokenizer.from_pretrained(base_dir)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
     params = dict(spec.strategy_params)
     if spec.weights is not None and spec.strategy == "fixed":
         params.setdefault("weights", list(spec.weights))
@@ -214,7 +218,7 @@ def _train_one(spec: ExpertSpec, cfg: ExpertsConfig, base_dir: str, splits, run_
         logging_steps=1,
         save_strategy="no",
         report_to="none",
-        use_cpu=True,
+        use_cpu=not torch.cuda.is_available(),  # the tiny demo model on CPU; a real model on the GPU if present
         seed=cfg.seed,
         disable_tqdm=True,
     )
