@@ -122,6 +122,9 @@ def meta_eval(
     from .aggregate import build
     from .experts import load_experts, load_splits
 
+    if gate_steps and gate_aggregation not in aggregations:
+        raise ValueError(f"gate_aggregation {gate_aggregation!r} must be one of the swept aggregations {aggregations} "
+                         "(its sweep is the gate's regret oracle); add it to aggregations")
     experts_dir = Path(experts_dir)
     experts = load_experts(experts_dir)
     manifest = experts.manifest
