@@ -150,12 +150,15 @@ def test_gram_matches_brute_force(tiny, loss_type):
     adv = torch.randn(6, 3)
     micro = [slice(0, 3), slice(3, 6)]
 
-    probe = GramProbe(params, 3)
-    probe.reset()
+    probe = GramProbe(tiny, select_parameters(tiny), 3)
+    probe.reset(len(micro))
     for sl in micro:
-        lp = _logps(tiny, ids[sl], 4)
-        probe.accumulate(per_objective_losses(lp, None, adv[sl], mask[sl], loss_type), scale=0.5)
-    gram = probe.gram()
+        with probe.capture():
+            lp = _logps(tiny, ids[sl], 4)
+        m = mask[sl]
+        probe.accumulate(lp, lambda x, a, m=m: per_objective_losses(x, None, a[:, None], m, loss_type)[0], adv[sl],
+                         scale=0.5)
+    gram, _ = probe.finish()
 
     # brute force: full gradient of each objective's summed loss, then dot products
     grads = []
