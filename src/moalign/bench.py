@@ -319,9 +319,14 @@ def _max_weight_shift(steps: list[dict[str, Any]]) -> float:
 # tables
 # ---------------------------------------------------------------------------------------------------------------------
 def _fmt_cmp(c: dict[str, Any], digits: int = 3) -> str:
+    """Four table cells: method mean | baseline mean | mean paired difference [95 % CI] | W/T/L."""
     lo, hi = c["ci"]
-    return (f"{c['mean_a']:.{digits}f} vs {c['mean_b']:.{digits}f} | {c['diff']:+.{digits}f} "
+    return (f"{c['mean_a']:.{digits}f} | {c['mean_b']:.{digits}f} | {c['diff']:+.{digits}f} "
             f"[{lo:+.{digits}f}, {hi:+.{digits}f}] | {c['wins']}/{c['ties']}/{c['losses']}")
+
+
+_CMP_HEAD = ("| {what} | HV {a} | HV {b} | HV diff [95 % CI] | W/T/L | steps to front {a} | steps to front {b} | "
+             "steps diff [95 % CI] | W/T/L (fewer = win) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 
 
 def bench_markdown(summary: dict[str, Any]) -> str:
@@ -334,15 +339,11 @@ def bench_markdown(summary: dict[str, Any]) -> str:
     for estimator, est in summary["estimators"].items():
         lines.append(f"## {estimator}\n")
         lines.append("### Table 1 — hypervolume method on each preset vs that preset\n")
-        lines.append("| preset | front HV: ours vs preset \\| diff [95 % CI] \\| W/T/L | steps to front: ours vs preset "
-                     "\\| diff [95 % CI] \\| W/T/L (fewer = win) |")
-        lines.append("|---|---|---|")
+        lines.append(_CMP_HEAD.format(what="preset", a="hypervolume", b="preset"))
         for row in est["table1"]:
             lines.append(f"| {row['preset']} | {_fmt_cmp(row['hv'])} | {_fmt_cmp(row['steps_to_front'], 1)} |")
         lines.append("\n### Table 2 — gradient method vs each preset\n")
-        lines.append("| preset | front HV: gradient vs preset \\| diff [95 % CI] \\| W/T/L | steps to front: gradient vs "
-                     "preset \\| diff [95 % CI] \\| W/T/L (fewer = win) |")
-        lines.append("|---|---|---|")
+        lines.append(_CMP_HEAD.format(what="preset", a="gradient", b="preset"))
         for row in est["table2"]:
             lines.append(f"| {row['preset']} | {_fmt_cmp(row['hv'])} | {_fmt_cmp(row['steps_to_front'], 1)} |")
         lines.append("\n### Table 3 — per method (mean over seeds)\n")
