@@ -208,12 +208,18 @@ class Case:
     seed: int = SEED
 
 
+HV_PAPER = {"apply_to": "advantage", "hv_scale": "unit", "ref_point": "initial"}
+
 CASES: dict[str, Case] = {
     "fixed": Case("fixed", {}, kind="fixed"),
     # seed 4: of the 4 batch points, steps 2 and 3 enlarge the front and step 4 does not (seeds 0, 1, 3 and 5 never
     # beat the reference point in all three objectives within 5 steps)
-    "hypervolume": Case("hypervolume", {"point_source": "train_batch"}, steps=4, kind="meta_reward", seed=4),
-    "hypervolume_reward": Case("hypervolume", {"point_source": "train_batch", "apply_to": "reward"}, steps=4,
+    # the paper's formulas (unit-cube ΔHV, first point as reference, multiplier on the advantages); the defaults
+    # (box-root scale, origin reference, learning-rate placement) are tested in test_strategy_hypervolume.py and
+    # test_lr_scale.py
+    "hypervolume": Case("hypervolume", {"point_source": "train_batch", **HV_PAPER}, steps=4, kind="meta_reward",
+                        seed=4),
+    "hypervolume_reward": Case("hypervolume", {"point_source": "train_batch", **HV_PAPER, "apply_to": "reward"}, steps=4,
                                kind="meta_reward", seed=4),
     # unit-normalised influences lie in [-1, 3]; lr/mu = 1 moves log-weights measurably without collapsing them
     "gradient": Case("gradient", {"mu": 1e-2}, "rloo", steps=3),
@@ -393,7 +399,7 @@ def test_hypervolume_train_batch_r_pareto_above_half_exactly_when_the_buffer_gro
 
 def test_hypervolume_validation_points_come_from_the_evaluations(tmp_path):
     """``point_source: validation``: evals.jsonl holds step 0 and every step; the buffer is built from those points."""
-    run = _train(tmp_path / "hv_val", "hypervolume", {"point_source": "validation", "hv_eval_every": 1},
+    run = _train(tmp_path / "hv_val", "hypervolume", {"point_source": "validation", "hv_eval_every": 1, **HV_PAPER},
                  steps=2, eval_dataset=_dataset(4, offset=100))
     evals = run.evals
     assert [e["step"] for e in evals] == [0, 1, 2], f"seed={SEED}: {evals}"
@@ -424,7 +430,7 @@ def test_apply_to_through_the_trainers_advantage_path(seed):
     by r_pareto; ``reward`` multiplies the reward, which GRPO's group std cancels (only the 1e-4 ε moves), while
     a linear estimator (RLOO) would keep it."""
     rng = np.random.default_rng(seed)
-    strategies = {p: weighting.build("hypervolume", K, OBJ, point_source="train_batch", apply_to=p)
+    strategies = {p: weighting.build("hypervolume", K, OBJ, point_source="train_batch", **{**HV_PAPER, "apply_to": p})
                   for p in ("advantage", "reward")}
     means = [np.array([0.2, 0.2, 0.2]), np.array([0.5, 0.6, 0.7]), np.array([0.1, 0.1, 0.1])]  # ref, grow, not
     checked = 0
@@ -569,7 +575,8 @@ def test_interference_monitor_in_training(tmp_path, caplog):
 # ---------------------------------------------------------------------------------------------------------------------
 # examples/*.yaml parse (no GPU needed)
 # ---------------------------------------------------------------------------------------------------------------------
-EXAMPLE_FILES = sorted(EXAMPLES.glob("*.yaml"))
+# `moalign train` configs; experts_*.yaml are `moalign experts train` configs (tested in test_meta_*.py)
+EXAMPLE_FILES = sorted(p for p in EXAMPLES.glob("*.yaml") if not p.name.startswith("experts_"))
 
 
 @pytest.mark.parametrize("path", EXAMPLE_FILES, ids=[p.name for p in EXAMPLE_FILES])
