@@ -623,3 +623,12 @@ def test_gpu_examples_reproduce_the_paper_setting(name, tmp_path):
         assert a.gram_layers == "10-25" and a.strategy_params["mu"] == 1e-5
     if a.strategy == "hypervolume":
         assert a.strategy_params["point_source"] == "validation" and raw["dataset_eval_split"] == "val"
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("experts_*.yaml")), ids=lambda p: p.name)
+def test_experts_example_config_loads(path):
+    """`moalign experts train` configs load and name one expert per objective by default."""
+    from moalign.meta.experts import load_experts_config
+
+    cfg = load_experts_config(path)
+    assert cfg.experts, path
