@@ -9,7 +9,7 @@ order, so load from other processes on a shared machine hits all alike. Reported
 and the peak resident set size of each child (``ru_maxrss``: model, optimizer, activations and the libraries).
 
     python benchmarks/bench_real_model.py                    # 3 rounds x 4 steps, 8 completions x 64 tokens
-    python benchmarks/bench_real_model.py --rounds 1 --steps 2 --json /tmp/bench.json
+    python benchmarks/bench_real_model.py --rounds 1 --steps 2 --json bench_real_model.json
 """
 
 from __future__ import annotations

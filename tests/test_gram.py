@@ -21,7 +21,7 @@ class _GramOnly(WeightingStrategy):
 
 @pytest.fixture(scope="module")
 def trainer(tmp_path_factory):
-    from tests.test_trainer import _args, _dataset  # noqa: PLC0415 - shared tiny setup
+    from test_trainer import _args, _dataset  # noqa: PLC0415 - shared tiny setup
     from moalign.trainer import MOGRPOTrainer
 
     model, tok = tiny_model_and_tokenizer(seed=0, num_hidden_layers=3)
@@ -160,7 +160,7 @@ def test_supported_parallel_setups_pass(kwargs):
 
 
 def test_reentrant_checkpointing_is_refused_at_trainer_construction(tmp_path):
-    from tests.test_trainer import _trainer
+    from test_trainer import _trainer
 
     with pytest.raises(ValueError, match="use_reentrant: false"):
         _trainer(tmp_path, strategy="_test_gram_only", gradient_checkpointing=True,
@@ -196,7 +196,7 @@ def test_gram_path_with_fixed_weights_is_exactly_trls_update(tmp_path, gas, spg,
 
     from moalign.objectives import Accuracy, Clarity, Conciseness
     from moalign.trainer import MOGRPOConfig, MOGRPOTrainer
-    from tests.test_trainer import _dataset
+    from test_trainer import _dataset
 
     common = dict(
         per_device_train_batch_size=8 // spg, num_generations=4, max_completion_length=12, max_steps=1,
@@ -223,7 +223,7 @@ def test_gram_path_with_fixed_weights_is_exactly_trls_update(tmp_path, gas, spg,
 
 def test_all_zero_gram_with_varying_rewards_is_a_logged_skip_with_its_reason(tmp_path, monkeypatch):
     from moalign.rundir import read_jsonl
-    from tests.test_trainer import _trainer
+    from test_trainer import _trainer
 
     monkeypatch.setattr(GramProbe, "gram", lambda self: torch.zeros(3, 3, dtype=torch.float64))
     trainer = _trainer(tmp_path, strategy="_test_gram_only", max_steps=1, advantage_estimator="rloo")

@@ -21,7 +21,7 @@ console = Console()
 
 
 def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {message}", soft_wrap=True)  # paths stay on one line
     raise typer.Exit(code=2)
 
 
