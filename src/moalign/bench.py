@@ -331,7 +331,7 @@ _CMP_HEAD = ("| {what} | HV {a} | HV {b} | HV diff [95 % CI] | W/T/L | steps to 
 
 def bench_markdown(summary: dict[str, Any]) -> str:
     cfg = summary.get("config", {})
-    lines = [f"# moalign bench\n", f"Seeds {cfg.get('seeds')}, data seed {cfg.get('data_seed')}, {cfg.get('steps')} "
+    lines = ["# moalign bench\n", f"Seeds {cfg.get('seeds')}, data seed {cfg.get('data_seed')}, {cfg.get('steps')} "
              f"RL steps per run, greedy evaluation of {cfg.get('eval_size')} test problems every "
              f"{cfg.get('eval_every')} steps (and step 0). Differences are paired by seed: mean [bootstrap 95 % CI] "
              f"and win/tie/loss. Wall time {summary.get('wall_seconds', float('nan')) / 60:.1f} min.\n",
