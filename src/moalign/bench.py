@@ -308,7 +308,8 @@ def _share(values: list[float], pred) -> float | None:
 
 
 def _max_weight_shift(steps: list[dict[str, Any]]) -> float:
-    """Largest |w_k(t) − w_k(0)| over the run (0 for fixed weights)."""
+    """Largest |w_k(t) − w_k(1)| over the run, relative to the first logged step's weights (0 for fixed weights;
+    for the gradient method it leaves out the first step's own change)."""
     if not steps:
         return 0.0
     w = np.array([list(s["weights"].values()) for s in steps], dtype=np.float64)

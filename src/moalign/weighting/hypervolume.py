@@ -195,12 +195,9 @@ class Hypervolume(WeightingStrategy):
             raise ValueError("strategy_params.ref_point must be 'origin', 'initial' or a list of numbers, not null")
         else:
             ref = check_vector(ref_point, self.num_objectives, "strategy_params.ref_point", names=self.objective_names)
-        self._ref_spec = ref_point if isinstance(ref_point, str) else ref.tolist()
-        # The first point is neutral (r_pareto = 1) unless the user gave the reference point explicitly.
-        self._first_neutral = isinstance(ref_point, str)
         self.preset, self.activation, self.point_source, self.apply_to = preset, activation, point_source, apply_to
         self.hv_scale = hv_scale
-        self.ref_point = self._ref_spec
+        self.ref_point = ref_point if isinstance(ref_point, str) else ref.tolist()
         # The trainer reads `strategy.needs`; the instance attribute shadows the class default.
         self.needs = frozenset({"validation"}) if point_source == "validation" else frozenset()  # type: ignore[misc]
         self._f = ACTIVATIONS[activation]
@@ -266,7 +263,8 @@ class Hypervolume(WeightingStrategy):
                 self._buffer.add(p, int(step))
             self._delta_hv = self._scaled = 0.0
             return
-        if self._first_neutral and first:  # "origin": the first point seeds the buffer, r_pareto neutral
+        # "origin": the first point seeds the buffer, r_pareto neutral (an explicit list scores it like any other)
+        if first and isinstance(self.ref_point, str):
             self._buffer.add(p, int(step))
             self._delta_hv = self._scaled = 0.0
             return
