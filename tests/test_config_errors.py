@@ -136,3 +136,16 @@ def test_missing_checkpoint_fails_before_the_model(tmp_path, no_model):
     result, run = _train_cli(tmp_path, "--dataset", "synthetic", "--resume_from_checkpoint", str(tmp_path / "ckpt"))
     assert result.exit_code == 2 and "is not a directory" in result.text, result.output
     assert not run.exists()
+
+
+@pytest.mark.parametrize("text", ["save_strategy: no", "eval_strategy: no", "logging_strategy: off"])
+def test_unquoted_no_in_yaml_names_the_quoting_fix(tmp_path, text):
+    # YAML 1.1 reads `no` as false; TRL would say "False is not a valid SaveStrategy".
+    cfg = _write(tmp_path / "c.yaml", f"model: tiny\ndataset: synthetic\noutput_dir: {tmp_path}\n{text}\n")
+    key = text.split(":")[0]
+    with pytest.raises(ValueError, match=f'{key} must be a string.*quote it: {key}: "no"'):
+        load_config(cfg)
+    with pytest.raises(ValueError, match=f"{key} must be a string"):
+        load_config(_write(tmp_path / "d.yaml", f"model: tiny\noutput_dir: {tmp_path}\n"), [f"--{key}", "no"])
+    _, _, args = load_config(_write(tmp_path / "e.yaml", f"model: tiny\noutput_dir: {tmp_path}\n{key}: 'no'\n"))
+    assert getattr(args, key) == "no"

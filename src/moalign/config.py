@@ -101,6 +101,12 @@ def _check_types(raw: dict[str, Any], cls, keys: set[str]) -> None:
         elif isinstance(default, float):
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
             kind = "a number"
+        elif key.endswith("_strategy") and isinstance(value, bool):
+            # YAML 1.1 reads unquoted no/off/yes/on as booleans: `save_strategy: no` arrives as False. (Other
+            # string fields, e.g. scale_rewards, accept booleans on purpose.)
+            word = "no" if value is False else "yes"
+            raise ValueError(f"{key} must be a string, but YAML read {value!r} (unquoted yes/no/on/off are "
+                             f"booleans in YAML); quote it: {key}: \"{word}\"")
         else:
             continue
         if not ok:
