@@ -8,8 +8,12 @@ order, so load from other processes on a shared machine hits all alike. Reported
 (the first step of each child is warm-up and dropped), the median over rounds of the per-round ratio to ``fixed``,
 and the peak resident set size of each child (``ru_maxrss``: model, optimizer, activations and the libraries).
 
-    python benchmarks/bench_real_model.py                    # 3 rounds x 4 steps, 8 completions x 64 tokens
+    python benchmarks/bench_real_model.py --lora             # the example's setting: LoRA r 16 on every linear layer
+    python benchmarks/bench_real_model.py                    # full fine-tuning, 3 rounds x 4 steps, 8 x 64 tokens
     python benchmarks/bench_real_model.py --rounds 1 --steps 2 --json bench_real_model.json
+
+Also reported: the median seconds per step spent generating, in the strategy (for ``gradient``: the Gram probe's
+forward/backward) and in the update, from the trainer's ``moalign_time/*`` metrics.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import time
 CONFIGS = {
     # label: (strategy, strategy_params, advantage estimator)
     "fixed": ("fixed", {"preset": "balanced"}, "grpo"),
-    "gradient": ("gradient", {"mu": 1e-3}, "rloo"),
+    "gradient": ("gradient", {"mu": 1e-3}, "grpo"),
     "hypervolume": ("hypervolume", {"preset": "balanced", "point_source": "train_batch"}, "grpo"),
 }
 
@@ -57,6 +61,7 @@ def child(args) -> dict:
     torch.set_num_threads(args.threads)
     strategy, params, estimator = CONFIGS[args.one]
     times: list[float] = []
+    phases: dict[str, list[float]] = {}
 
     class Timer(TrainerCallback):
         def on_step_begin(self, *a, **k):
@@ -65,6 +70,11 @@ def child(args) -> dict:
         def on_step_end(self, *a, **k):
             times.append(time.perf_counter() - self.t)
 
+        def on_log(self, args, state, control, logs=None, **k):
+            for key, value in (logs or {}).items():
+                if key.startswith("moalign_time/"):
+                    phases.setdefault(key.split("/", 1)[1], []).append(float(value))
+
     path = resolve_model("smollm2-135m-instruct", verbose=False)
     with tempfile.TemporaryDirectory() as out:
         cfg = MOGRPOConfig(
@@ -72,13 +82,20 @@ def child(args) -> dict:
             strategy_params=params, advantage_estimator=estimator, gram_layers=args.gram_layers,
             per_device_train_batch_size=args.batch, num_generations=args.generations,
             max_completion_length=args.completion_length, max_steps=args.steps, learning_rate=1e-5, beta=0.0,
-            report_to="none", logging_steps=1000, use_cpu=True, seed=0, save_strategy="no", disable_tqdm=True,
-            generation_kwargs={"min_new_tokens": args.completion_length},
+            report_to="none", logging_steps=1, use_cpu=True, seed=0, save_strategy="no", disable_tqdm=True,
+            generation_kwargs={"min_new_tokens": args.completion_length}, gradient_checkpointing=False,
         )
-        trainer = MOGRPOTrainer(model=path, args=cfg, train_dataset=_dataset(), callbacks=[Timer()])
+        peft_config = None
+        if args.lora:
+            from peft import LoraConfig
+
+            peft_config = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
+        trainer = MOGRPOTrainer(model=path, args=cfg, train_dataset=_dataset(), callbacks=[Timer()],
+                                peft_config=peft_config)
         torch.manual_seed(0)
         trainer.train()
-    return {"times": times, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    phases = {k: statistics.median(v[1:] or v) for k, v in phases.items()}  # first step: warm-up
+    return {"times": times, "phases": phases, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def main():
@@ -90,6 +107,7 @@ def main():
     p.add_argument("--completion-length", type=int, default=64)
     p.add_argument("--gram-layers", default="14-15", help="decoder layers of the Gram matrix (gradient only)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--lora", action="store_true", help="LoRA r 16 on every linear layer (the example's setting)")
     p.add_argument("--configs", default=",".join(CONFIGS))
     p.add_argument("--json", default=None, help="also write the raw timings here")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one configuration, print JSON
@@ -101,10 +119,13 @@ def main():
     unknown = sorted(set(labels) - set(CONFIGS))
     if unknown:
         raise SystemExit(f"unknown configuration(s) {unknown}; choose from {', '.join(CONFIGS)}")
-    forward = [a for a in sys.argv[1:] if not a.startswith("--json")]
+    forward = [f"--steps={args.steps}", f"--batch={args.batch}", f"--generations={args.generations}",
+               f"--completion-length={args.completion_length}", f"--gram-layers={args.gram_layers}",
+               f"--threads={args.threads}"] + (["--lora"] if args.lora else [])
     samples = {c: [] for c in labels}
     rounds = {c: [] for c in labels}
     rss = {c: [] for c in labels}
+    phases = {c: {} for c in labels}
     for r in range(args.rounds):
         for label in labels if r % 2 == 0 else labels[::-1]:
             proc = subprocess.run([sys.executable, __file__, *forward, "--one", label], capture_output=True, text=True)
@@ -115,23 +136,31 @@ def main():
             samples[label] += res["times"][1:]
             rounds[label].append(statistics.median(res["times"][1:]))
             rss[label].append(res["peak_rss_mib"])
+            for key, value in res["phases"].items():
+                phases[label].setdefault(key, []).append(value)
             print(f"round {r + 1}/{args.rounds} {label}: steps {[round(t, 2) for t in res['times']]} s, "
                   f"peak RSS {res['peak_rss_mib']:.0f} MiB", flush=True)
     import torch
 
     print(f"\n{platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads; "
-          f"SmolLM2-135M-Instruct full fine-tuning, {args.batch} completions x {args.completion_length} tokens "
+          f"SmolLM2-135M-Instruct {'LoRA r 16' if args.lora else 'full fine-tuning'}, "
+          f"{args.batch} completions x {args.completion_length} tokens "
           f"({args.generations} per prompt), gram_layers {args.gram_layers}\n")
-    print("| strategy | median step (s) | IQR (s) | steps | ratio vs fixed (median over rounds) | peak RSS (MiB) |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| strategy | median step (s) | IQR (s) | steps | ratio vs fixed (median over rounds) "
+          "| generate / strategy / update (s) | peak RSS (MiB) |")
+    print("|---|---:|---:|---:|---:|---|---:|")
     for label in labels:
         s = sorted(samples[label])
         q1, q3 = s[len(s) // 4], s[(3 * len(s)) // 4]
         ratio = statistics.median(a / b for a, b in zip(rounds[label], rounds[labels[0]]))
-        print(f"| {label} | {statistics.median(s):.2f} | {q3 - q1:.2f} | {len(s)} | {ratio:.3f} | {max(rss[label]):.0f} |")
+        split = " / ".join(f"{statistics.median(phases[label].get(k, [0.0])):.2f}"
+                           for k in ("generate", "strategy", "update"))
+        print(f"| {label} | {statistics.median(s):.2f} | {q3 - q1:.2f} | {len(s)} | {ratio:.3f} | {split} | "
+              f"{max(rss[label]):.0f} |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"steps": samples, "round_medians": rounds, "peak_rss_mib": rss, "args": vars(args)}, f, indent=1)
+            json.dump({"steps": samples, "round_medians": rounds, "phases": phases, "peak_rss_mib": rss,
+                       "args": vars(args)}, f, indent=1)
 
 
 if __name__ == "__main__":

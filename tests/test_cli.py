@@ -57,6 +57,14 @@ def test_config_yaml_and_flags(tmp_path):
     assert train.strategy_params == {"preset": "accuracy_focused"} and train.max_steps == 3
 
 
+@pytest.mark.parametrize("path", sorted(p.name for p in (ROOT / "examples").glob("*.yaml")
+                                         if not p.name.startswith("experts_")))  # experts_*: `moalign experts train`
+def test_every_training_example_loads(path):
+    """A typo or a YAML trap (``save_strategy: no``) in a shipped example fails here, not on a user's machine."""
+    data, model, train = load_config(ROOT / "examples" / path)
+    assert train.strategy and train.objectives and model.model_name_or_path
+
+
 def test_train_eval_report_on_math500(tmp_path):
     """The example as written: ``dataset: math500`` is the split shipped inside the package."""
     run = tmp_path / "run"
