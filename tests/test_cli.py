@@ -74,7 +74,8 @@ def test_train_eval_report_on_math500(tmp_path):
         "--max_completion_length", "16", "--mo_eval_size", "4", "--mo_eval_steps", "2",
     ])
     assert result.exit_code == 0, result.output
-    assert "run directory:" in result.output
+    assert "run directory:" in result.output and f"evaluations: {run / 'evals.jsonl'}" in result.output
+    assert f"next: moalign report {run}" in result.output
     steps = read_jsonl(run / "steps.jsonl")
     assert [s["step"] for s in steps] == [1, 2]
     assert all(set(s["weights"]) == {"accuracy", "conciseness", "clarity"} for s in steps)

@@ -145,6 +145,10 @@ def train_command(
     console.print(f"  steps:       {trainer.run_dir / 'steps.jsonl'}")
     console.print(f"  checkpoints: {train_args.output_dir}")
     console.print(f"  final model: {trainer.run_dir / 'final'}")
+    if (trainer.run_dir / "evals.jsonl").exists():
+        console.print(f"  evaluations: {trainer.run_dir / 'evals.jsonl'}", soft_wrap=True)
+    console.print(f"next: moalign report {trainer.run_dir}  (fronts, weights and tables in {trainer.run_dir / 'report'})",
+                  soft_wrap=True)
 
 
 @app.command("eval")
