@@ -98,3 +98,28 @@ def test_report_on_fake_run_directories(tmp_path):
         build_report([tmp_path / "a"], tmp_path / "r2", split="val")
     with pytest.raises(FileNotFoundError, match="not a run directory"):
         build_report([tmp_path], tmp_path / "r3")
+
+
+def test_evaluate_policy_per_row_scores_agree_with_the_means():
+    """``per_row`` (used for paired base-vs-trained comparisons) holds each row's length and scores; their means are
+    the reported metrics, and each row's score is what the objective gives that row's completion alone."""
+    from moalign.data.synthetic import load_synthetic
+    from moalign.evaluation import evaluate_policy
+    from moalign.objectives import build_objective
+    from moalign.tiny import tiny_model_and_tokenizer
+
+    model, tok = tiny_model_and_tokenizer(seed=0, num_hidden_layers=2)
+    rows = [dict(r) for r in load_synthetic(n_train=4, n_val=4, n_test=6)["test"]]
+    objectives = [build_objective(n) for n in ("accuracy", "conciseness", "clarity")]
+    m = evaluate_policy(model, tok, rows, objectives, max_new_tokens=12, batch_size=4)
+    per_row = m["per_row"]
+    assert len(per_row["length"]) == 6 and all(1 <= n <= 12 for n in per_row["length"])
+    assert np.mean(per_row["length"]) == pytest.approx(m["length"])
+    for obj in objectives:
+        scores = per_row[obj.name]
+        assert len(scores) == 6
+        assert np.mean([s for s in scores if s is not None]) == pytest.approx(m[obj.name])
+    accuracy = objectives[0]
+    for row, text, score in zip(rows, m["completions"], per_row["accuracy"]):
+        alone = accuracy(prompts=[row["prompt"]], completions=[text], answer=[row["answer"]])[0]
+        assert score == pytest.approx(alone)

@@ -69,8 +69,10 @@ def evaluate_policy(
 ) -> dict[str, Any]:
     """Greedy-decode every row's ``prompt`` and score it with every objective (objective state is not updated).
 
-    Returns ``{"n": rows, "length": mean tokens, <eval metric of each objective>: mean, "completions": [...]}``.
-    ``completions`` holds the decoded texts (callers drop it before writing ``evals.jsonl``).
+    Returns ``{"n": rows, "length": mean tokens, <eval metric of each objective>: mean, "completions": [...],
+    "per_row": {"length": [...], <objective name>: [...]}}``. ``completions`` holds the decoded texts and ``per_row``
+    each row's length and scores (None where an objective could not score the row), for paired comparisons of two
+    policies on the same rows; callers drop both before writing ``evals.jsonl``.
     """
     if not rows:
         raise ValueError("evaluation split is empty; give an eval dataset with at least one row")
@@ -105,6 +107,7 @@ def evaluate_policy(
     columns = {key: [r.get(key) for r in rows] for key in rows[0] if key != "prompt"}
     completions = [[{"role": "assistant", "content": t}] for t in texts] if _is_chat(rows[0]["prompt"]) else texts
     metrics: dict[str, Any] = {"n": len(rows), "length": float(np.mean(lengths))}
+    per_row: dict[str, list] = {"length": lengths}
     for obj in objectives:
         previous = getattr(obj, "training", None)
         if previous is not None:
@@ -114,9 +117,11 @@ def evaluate_policy(
         finally:
             if previous is not None:
                 obj.training = previous
-        valid = [float(s) for s in scores if s is not None and math.isfinite(float(s))]
+        per_row[obj.name] = [float(s) if s is not None and math.isfinite(float(s)) else None for s in scores]
+        valid = [s for s in per_row[obj.name] if s is not None]
         metrics[obj.name] = float(np.mean(valid)) if valid else float("nan")
     metrics["completions"] = texts
+    metrics["per_row"] = per_row
     return metrics
 
 
@@ -292,7 +297,8 @@ def evaluate_run(
                 model, tok, rows, objectives, max_new_tokens=max_new, batch_size=batch_size,
                 progress=lambda n: bar.advance(task, n),
             )
-            metrics.pop("completions")
+            for key in ("completions", "per_row"):
+                metrics.pop(key)
             record = {"step": step, "split": split, "metrics": metrics}
             append_jsonl(run_dir / "evals.jsonl", record)
             new.append(record)

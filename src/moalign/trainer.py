@@ -916,7 +916,8 @@ class _Evaluator:
                 model, t.processing_class, self.rows, t.objectives, max_new_tokens=t.max_completion_length,
                 batch_size=max(t.args.per_device_eval_batch_size, 1), chat_template_kwargs=t.chat_template_kwargs,
             )
-        metrics.pop("completions")
+        for key in ("completions", "per_row"):
+            metrics.pop(key)
         return metrics
 
     def validation_point(self, step: int) -> np.ndarray:

@@ -1,0 +1,127 @@
+"""Base vs trained on the same test problems, paired: does a run's final policy beat the model it started from?
+
+For each run directory written by ``moalign train`` (e.g. the SmolLM2 runs of docs/real_model.md), the initial model
+and the run's final policy (``run_dir/final``: a full checkpoint or a LoRA adapter, merged) are decoded greedily on
+the same rows of the run's evaluation split. Per row: accuracy, clarity (0/1) and length (tokens). Reported per run
+and metric: base mean, trained mean, the mean paired difference (trained - base) with a percentile bootstrap 95 % CI
+over problems, and rows won/tied/lost. With several runs the script also compares every run with the first one on
+the same rows (the runs must share the split).
+
+    python benchmarks/real_model_eval.py runs/smollm2_fixed runs/smollm2_gradient runs/smollm2_hypervolume
+    python benchmarks/real_model_eval.py runs/smollm2_math500 --max-rows 32 --json math500_eval.json
+
+One seed per run: the CIs are over problems (evaluation noise), not over training seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def _policy(run_dir: Path, base_path: str):
+    from transformers import AutoModelForCausalLM
+
+    final = run_dir / "final"
+    if not final.is_dir():
+        raise SystemExit(f"{run_dir} has no final/ model; did the run finish?")
+    if (final / "adapter_config.json").exists():
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path), final).merge_and_unload()
+    return AutoModelForCausalLM.from_pretrained(final)
+
+
+def _rows_and_meta(run_dir: Path, split: str, max_rows: int | None):
+    from moalign.loading import DataArguments, build_datasets
+
+    meta = json.loads((run_dir / "run.json").read_text())
+    _, eval_ds = build_datasets(DataArguments(**{**meta["data"], "dataset_eval_split": split}))
+    rows = [dict(r) for r in eval_ds]
+    return rows[:max_rows] if max_rows else rows, meta
+
+
+def _evaluate(model, tok, rows, meta, batch_size: int) -> dict[str, list]:
+    from moalign.evaluation import evaluate_policy
+    from moalign.objectives import build_objective
+
+    objectives = [build_objective(name) for name in meta["config"]["objectives"]]
+    max_new = int(meta["config"].get("max_completion_length") or 256)
+    out = evaluate_policy(model, tok, rows, objectives, max_new_tokens=max_new, batch_size=batch_size)
+    return out["per_row"]
+
+
+def paired(a: list, b: list, n_boot: int, seed: int = 0) -> dict:
+    """``a - b`` row by row over rows both scored: mean, percentile bootstrap 95 % CI over rows, wins/ties/losses."""
+    from moalign.bench import bootstrap_ci
+
+    d = np.array([x - y for x, y in zip(a, b) if x is not None and y is not None], dtype=float)
+    lo, hi = bootstrap_ci(d.tolist(), n_boot, seed=seed)
+    return {"mean": float(d.mean()), "ci": [lo, hi], "n": int(d.size),
+            "wtl": [int((d > 0).sum()), int((d == 0).sum()), int((d < 0).sum())]}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", type=Path)
+    p.add_argument("--split", default="test")
+    p.add_argument("--max-rows", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--bootstrap", type=int, default=10000)
+    p.add_argument("--json", default=None, help="also write the per-row results here")
+    args = p.parse_args()
+
+    import logging
+
+    from transformers import AutoTokenizer
+
+    from moalign.models import resolve_model
+
+    logging.disable(logging.WARNING)
+    results, base_cache = {}, {}
+    for run in args.runs:
+        rows, meta = _rows_and_meta(run, args.split, args.max_rows)
+        base_path = resolve_model(meta["model"]["model_name_or_path"], verbose=False)
+        tok = AutoTokenizer.from_pretrained(base_path)
+        key = (str(base_path), json.dumps(meta["data"], sort_keys=True))
+        if key not in base_cache:  # runs on the same model and split share one base evaluation
+            from transformers import AutoModelForCausalLM
+
+            base_cache[key] = _evaluate(AutoModelForCausalLM.from_pretrained(base_path), tok, rows, meta,
+                                        args.batch_size)
+        results[run.name] = {"base": base_cache[key],
+                             "trained": _evaluate(_policy(run, base_path), tok, rows, meta, args.batch_size)}
+        print(f"evaluated {run} on {len(rows)} {args.split} rows", flush=True)
+
+    metrics = [m for m in ("accuracy", "clarity", "length") if m in next(iter(results.values()))["base"]]
+    print("\n| run | metric | base | trained | trained - base [95 % CI over problems] | W/T/L |")
+    print("|---|---|---:|---:|---|---|")
+    summary = {}
+    for name, r in results.items():
+        for m in metrics:
+            c = paired(r["trained"][m], r["base"][m], args.bootstrap)
+            base = np.mean([x for x in r["base"][m] if x is not None])
+            trained = np.mean([x for x in r["trained"][m] if x is not None])
+            summary[f"{name}/{m}"] = {"base": float(base), "trained": float(trained), **c}
+            print(f"| {name} | {m} | {base:.3f} | {trained:.3f} | {c['mean']:+.3f} [{c['ci'][0]:+.3f}, "
+                  f"{c['ci'][1]:+.3f}] | {'/'.join(map(str, c['wtl']))} |")
+    names = list(results)
+    if len(names) > 1:
+        print(f"\n| run | metric | run - {names[0]} (trained, same problems) [95 % CI] | W/T/L |")
+        print("|---|---|---|---|")
+        for name in names[1:]:
+            for m in metrics:
+                c = paired(results[name]["trained"][m], results[names[0]]["trained"][m], args.bootstrap)
+                summary[f"{name}-{names[0]}/{m}"] = c
+                print(f"| {name} | {m} | {c['mean']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] | "
+                      f"{'/'.join(map(str, c['wtl']))} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"summary": summary, "per_row": results, "args": {
+            k: str(v) for k, v in vars(args).items()}}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
