@@ -22,7 +22,23 @@ from pathlib import Path
 import numpy as np
 
 
-def _policy(run_dir: Path, base_path: str):
+def _base(run_dir: Path, meta: dict):
+    """The run's initial policy and tokenizer, loaded as `moalign eval` loads them (``initial_model/`` when the run
+    saved one, else the configured model: a short name, a path, or ``tiny``)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import ModelConfig
+
+    from moalign.loading import DataArguments, build_model_and_tokenizer
+
+    if (run_dir / "initial_model").is_dir():
+        path = run_dir / "initial_model"
+        return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    return build_model_and_tokenizer(ModelConfig(model_name_or_path=meta["model"]["model_name_or_path"]),
+                                     DataArguments(**meta["data"]), seed=int(meta.get("seed", 0)))
+
+
+def _trained(run_dir: Path, base):
+    """``run_dir/final``: a full checkpoint, or a LoRA adapter merged into ``base`` (which it modifies)."""
     from transformers import AutoModelForCausalLM
 
     final = run_dir / "final"
@@ -31,7 +47,7 @@ def _policy(run_dir: Path, base_path: str):
     if (final / "adapter_config.json").exists():
         from peft import PeftModel
 
-        return PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path), final).merge_and_unload()
+        return PeftModel.from_pretrained(base, final).merge_and_unload()
     return AutoModelForCausalLM.from_pretrained(final)
 
 
@@ -64,7 +80,7 @@ def paired(a: list, b: list, n_boot: int, seed: int = 0) -> dict:
             "wtl": [int((d > 0).sum()), int((d == 0).sum()), int((d < 0).sum())]}
 
 
-def main():
+def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", type=Path)
     p.add_argument("--split", default="test")
@@ -72,28 +88,20 @@ def main():
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--bootstrap", type=int, default=10000)
     p.add_argument("--json", default=None, help="also write the per-row results here")
-    args = p.parse_args()
+    args = p.parse_args(argv)
 
     import logging
-
-    from transformers import AutoTokenizer
-
-    from moalign.models import resolve_model
 
     logging.disable(logging.WARNING)
     results, base_cache = {}, {}
     for run in args.runs:
         rows, meta = _rows_and_meta(run, args.split, args.max_rows)
-        base_path = resolve_model(meta["model"]["model_name_or_path"], verbose=False)
-        tok = AutoTokenizer.from_pretrained(base_path)
-        key = (str(base_path), json.dumps(meta["data"], sort_keys=True))
-        if key not in base_cache:  # runs on the same model and split share one base evaluation
-            from transformers import AutoModelForCausalLM
-
-            base_cache[key] = _evaluate(AutoModelForCausalLM.from_pretrained(base_path), tok, rows, meta,
-                                        args.batch_size)
+        model, tok = _base(run, meta)
+        key = json.dumps([meta["model"], meta["data"], meta.get("seed")], sort_keys=True, default=str)
+        if key not in base_cache:  # runs from the same model on the same split share one base evaluation
+            base_cache[key] = _evaluate(model, tok, rows, meta, args.batch_size)
         results[run.name] = {"base": base_cache[key],
-                             "trained": _evaluate(_policy(run, base_path), tok, rows, meta, args.batch_size)}
+                             "trained": _evaluate(_trained(run, model), tok, rows, meta, args.batch_size)}
         print(f"evaluated {run} on {len(rows)} {args.split} rows", flush=True)
 
     metrics = [m for m in ("accuracy", "clarity", "length") if m in next(iter(results.values()))["base"]]
@@ -119,8 +127,9 @@ def main():
                 print(f"| {name} | {m} | {c['mean']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] | "
                       f"{'/'.join(map(str, c['wtl']))} |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"summary": summary, "per_row": results, "args": {
-            k: str(v) for k, v in vars(args).items()}}, indent=1))
+        Path(args.json).write_text(json.dumps({"summary": summary, "per_row": results,
+                                               "args": {k: str(v) for k, v in vars(args).items()}}, indent=1))
+    return summary
 
 
 if __name__ == "__main__":

@@ -201,3 +201,44 @@ def test_one_lora_step_trains_only_the_adapter(model_dir, tmp_path):
     params = dict(trainer.model.named_parameters())
     assert torch.equal(params[next(n for n in params if "layers.29.self_attn.q_proj.base_layer" in n)], base)
 
+
+
+def _load_script(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_paired_base_vs_trained_by_hand():
+    paired = _load_script("real_model_eval").paired
+    c = paired([1.0, 0.0, 1.0, None, 0.0], [0.0, 0.0, 0.0, 1.0, 1.0], n_boot=2000)
+    assert c["n"] == 4 and c["wtl"] == [2, 1, 1]  # the unscored row is dropped, not counted as a loss
+    assert c["mean"] == pytest.approx(0.25)
+    assert c["ci"][0] < 0.25 < c["ci"][1] and -1 <= c["ci"][0] and c["ci"][1] <= 1
+
+
+def test_base_vs_trained_script_on_a_tiny_run(tmp_path, capsys):
+    """The script loads a run's initial policy and final model the way `moalign eval` does (here the tiny model:
+    no wheel needed) and its table agrees with the per-row results it writes."""
+    from typer.testing import CliRunner
+
+    from moalign.cli import app
+
+    run = tmp_path / "tiny_run"
+    result = CliRunner().invoke(app, [
+        "train", str(ROOT / "examples" / "math500_tiny_fixed.yaml"), "--run_dir", str(run),
+        "--output_dir", str(run / "checkpoints"), "--max_steps", "1", "--max_completion_length", "8",
+        "--mo_eval_steps", "0", "--save_strategy", "'no'",
+    ])
+    assert result.exit_code == 0, result.output
+    summary = _load_script("real_model_eval").main([str(run), "--max-rows", "4", "--batch-size", "4",
+                                                    "--bootstrap", "200", "--json", str(tmp_path / "out.json")])
+    out = json.loads((tmp_path / "out.json").read_text())["per_row"]["tiny_run"]
+    for metric in ("accuracy", "clarity", "length"):
+        base, trained = out["base"][metric], out["trained"][metric]
+        assert len(base) == len(trained) == 4
+        row = summary[f"tiny_run/{metric}"]
+        assert row["base"] == pytest.approx(sum(base) / 4) and row["trained"] == pytest.approx(sum(trained) / 4)
+        assert row["mean"] == pytest.approx(row["trained"] - row["base"]) and sum(row["wtl"]) == 4
+    assert "| tiny_run | accuracy |" in capsys.readouterr().out
