@@ -8,7 +8,8 @@ order, so load from other processes on a shared machine hits all alike. Reported
 (the first step of each child is warm-up and dropped), the median over rounds of the per-round ratio to ``fixed``,
 and the peak resident set size of each child (``ru_maxrss``: model, optimizer, activations and the libraries).
 
-    python benchmarks/bench_real_model.py --lora             # the example's setting: LoRA r 16 on every linear layer
+    python benchmarks/bench_real_model.py --lora --rounds 3 --steps 4 --batch 16 --completion-length 40  # BENCHMARKS.md
+    python benchmarks/bench_real_model.py --lora --prompts example --configs fixed,gradient --gradient-checkpointing
     python benchmarks/bench_real_model.py                    # full fine-tuning, 3 rounds x 4 steps, 8 x 64 tokens
     python benchmarks/bench_real_model.py --rounds 1 --steps 2 --json bench_real_model.json
 
@@ -36,9 +37,20 @@ CONFIGS = {
 }
 
 
-def _dataset(n: int = 64):
+def _dataset(prompts: str, n: int = 64):
+    """``short``: one-line sums (~40 prompt tokens); ``example``: the train split of examples/smollm2_additions.yaml
+    (two worked example turns before the problem, ~150 prompt tokens)."""
     from datasets import Dataset
 
+    if prompts == "example":
+        from pathlib import Path
+
+        import yaml
+
+        from moalign.data.synthetic import load_synthetic
+
+        config = Path(__file__).resolve().parents[1] / "examples" / "smollm2_additions.yaml"
+        return load_synthetic(**yaml.safe_load(config.read_text())["dataset_kwargs"])["train"]
     rows = [{"prompt": [{"role": "user", "content": f"What is {i % 9 + 1}+{i % 7 + 2}? Put the final answer in "
                                                     "\\boxed{}."}],
              "answer": str(i % 9 + 1 + i % 7 + 2)} for i in range(n)]
@@ -83,14 +95,15 @@ def child(args) -> dict:
             per_device_train_batch_size=args.batch, num_generations=args.generations,
             max_completion_length=args.completion_length, max_steps=args.steps, learning_rate=1e-5, beta=0.0,
             report_to="none", logging_steps=1, use_cpu=True, seed=0, save_strategy="no", disable_tqdm=True,
-            generation_kwargs={"min_new_tokens": args.completion_length}, gradient_checkpointing=False,
+            generation_kwargs={"min_new_tokens": args.completion_length},
+            gradient_checkpointing=args.gradient_checkpointing,
         )
         peft_config = None
         if args.lora:
             from peft import LoraConfig
 
             peft_config = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
-        trainer = MOGRPOTrainer(model=path, args=cfg, train_dataset=_dataset(), callbacks=[Timer()],
+        trainer = MOGRPOTrainer(model=path, args=cfg, train_dataset=_dataset(args.prompts), callbacks=[Timer()],
                                 peft_config=peft_config)
         torch.manual_seed(0)
         trainer.train()
@@ -108,6 +121,10 @@ def main():
     p.add_argument("--gram-layers", default="14-15", help="decoder layers of the Gram matrix (gradient only)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--lora", action="store_true", help="LoRA r 16 on every linear layer (the example's setting)")
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="recompute activations in the backward (TRL's default; off here as in the example)")
+    p.add_argument("--prompts", choices=["short", "example"], default="short",
+                   help="short one-line prompts, or the example config's prompts with their two worked examples")
     p.add_argument("--configs", default=",".join(CONFIGS))
     p.add_argument("--json", default=None, help="also write the raw timings here")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one configuration, print JSON
@@ -121,7 +138,8 @@ def main():
         raise SystemExit(f"unknown configuration(s) {unknown}; choose from {', '.join(CONFIGS)}")
     forward = [f"--steps={args.steps}", f"--batch={args.batch}", f"--generations={args.generations}",
                f"--completion-length={args.completion_length}", f"--gram-layers={args.gram_layers}",
-               f"--threads={args.threads}"] + (["--lora"] if args.lora else [])
+               f"--threads={args.threads}", f"--prompts={args.prompts}"] + (["--lora"] if args.lora else []) + (
+                  ["--gradient-checkpointing"] if args.gradient_checkpointing else [])
     samples = {c: [] for c in labels}
     rounds = {c: [] for c in labels}
     rss = {c: [] for c in labels}
@@ -145,7 +163,8 @@ def main():
     print(f"\n{platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads; "
           f"SmolLM2-135M-Instruct {'LoRA r 16' if args.lora else 'full fine-tuning'}, "
           f"{args.batch} completions x {args.completion_length} tokens "
-          f"({args.generations} per prompt), gram_layers {args.gram_layers}\n")
+          f"({args.generations} per prompt), {args.prompts} prompts, activation checkpointing "
+          f"{'on' if args.gradient_checkpointing else 'off'}, gram_layers {args.gram_layers}\n")
     print("| strategy | median step (s) | IQR (s) | steps | ratio vs fixed (median over rounds) "
           "| generate / strategy / update (s) | peak RSS (MiB) |")
     print("|---|---:|---:|---:|---:|---|---:|")
