@@ -232,6 +232,7 @@ def test_base_vs_trained_script_on_a_tiny_run(tmp_path, capsys):
         "--mo_eval_steps", "0", "--save_strategy", "'no'",
     ])
     assert result.exit_code == 0, result.output
+    assert f"next: moalign eval {run}, then moalign report {run}" in result.output  # no evaluations yet
     summary = _load_script("real_model_eval").main([str(run), "--max-rows", "4", "--batch-size", "4",
                                                     "--bootstrap", "200", "--json", str(tmp_path / "out.json")])
     out = json.loads((tmp_path / "out.json").read_text())["per_row"]["tiny_run"]

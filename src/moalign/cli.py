@@ -145,10 +145,12 @@ def train_command(
     console.print(f"  steps:       {trainer.run_dir / 'steps.jsonl'}")
     console.print(f"  checkpoints: {train_args.output_dir}")
     console.print(f"  final model: {trainer.run_dir / 'final'}")
+    report = f"moalign report {trainer.run_dir}  (fronts, weights and tables in {trainer.run_dir / 'report'})"
     if (trainer.run_dir / "evals.jsonl").exists():
         console.print(f"  evaluations: {trainer.run_dir / 'evals.jsonl'}", soft_wrap=True)
-    console.print(f"next: moalign report {trainer.run_dir}  (fronts, weights and tables in {trainer.run_dir / 'report'})",
-                  soft_wrap=True)
+        console.print(f"next: {report}", soft_wrap=True)
+    else:  # mo_eval_steps: 0 -- the report needs evaluations first
+        console.print(f"next: moalign eval {trainer.run_dir}, then {report}", soft_wrap=True)
 
 
 @app.command("eval")
