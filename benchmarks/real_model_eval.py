@@ -22,21 +22,6 @@ from pathlib import Path
 import numpy as np
 
 
-def _base(run_dir: Path, meta: dict):
-    """The run's initial policy and tokenizer, loaded as `moalign eval` loads them (``initial_model/`` when the run
-    saved one, else the configured model: a short name, a path, or ``tiny``)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import ModelConfig
-
-    from moalign.loading import DataArguments, build_model_and_tokenizer
-
-    if (run_dir / "initial_model").is_dir():
-        path = run_dir / "initial_model"
-        return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
-    return build_model_and_tokenizer(ModelConfig(model_name_or_path=meta["model"]["model_name_or_path"]),
-                                     DataArguments(**meta["data"]), seed=int(meta.get("seed", 0)))
-
-
 def _trained(run_dir: Path, base):
     """``run_dir/final``: a full checkpoint, or a LoRA adapter merged into ``base`` (which it modifies)."""
     from transformers import AutoModelForCausalLM
@@ -51,15 +36,6 @@ def _trained(run_dir: Path, base):
     return AutoModelForCausalLM.from_pretrained(final)
 
 
-def _rows_and_meta(run_dir: Path, split: str, max_rows: int | None):
-    from moalign.loading import DataArguments, build_datasets
-
-    meta = json.loads((run_dir / "run.json").read_text())
-    _, eval_ds = build_datasets(DataArguments(**{**meta["data"], "dataset_eval_split": split}))
-    rows = [dict(r) for r in eval_ds]
-    return rows[:max_rows] if max_rows else rows, meta
-
-
 def _evaluate(model, tok, rows, meta, batch_size: int) -> dict[str, list]:
     from moalign.evaluation import evaluate_policy
     from moalign.objectives import build_objective
@@ -70,14 +46,14 @@ def _evaluate(model, tok, rows, meta, batch_size: int) -> dict[str, list]:
     return out["per_row"]
 
 
-def paired(a: list, b: list, n_boot: int, seed: int = 0) -> dict:
-    """``a - b`` row by row over rows both scored: mean, percentile bootstrap 95 % CI over rows, wins/ties/losses."""
-    from moalign.bench import bootstrap_ci
+def paired(a: list, b: list, n_boot: int) -> dict:
+    """``a - b`` row by row over rows both scored: mean, percentile bootstrap 95 % CI over rows, wins/ties/losses
+    (moalign.bench.paired_comparison, with rows in place of seeds)."""
+    from moalign.bench import paired_comparison
 
-    d = np.array([x - y for x, y in zip(a, b) if x is not None and y is not None], dtype=float)
-    lo, hi = bootstrap_ci(d.tolist(), n_boot, seed=seed)
-    return {"mean": float(d.mean()), "ci": [lo, hi], "n": int(d.size),
-            "wtl": [int((d > 0).sum()), int((d == 0).sum()), int((d < 0).sum())]}
+    c = paired_comparison({i: x for i, x in enumerate(a) if x is not None},
+                          {i: y for i, y in enumerate(b) if y is not None}, n_boot)
+    return {"mean": c["diff"], "ci": c["ci"], "n": c["n"], "wtl": [c["wins"], c["ties"], c["losses"]]}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -92,11 +68,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     import logging
 
+    from moalign.evaluation import load_initial_policy, load_run_rows
+
     logging.disable(logging.WARNING)
     results, base_cache = {}, {}
     for run in args.runs:
-        rows, meta = _rows_and_meta(run, args.split, args.max_rows)
-        model, tok = _base(run, meta)
+        meta, rows = load_run_rows(run, args.split, args.max_rows)
+        model, tok = load_initial_policy(run, meta)
         key = json.dumps([meta["model"], meta["data"], meta.get("seed")], sort_keys=True, default=str)
         if key not in base_cache:  # runs from the same model on the same split share one base evaluation
             base_cache[key] = _evaluate(model, tok, rows, meta, args.batch_size)

@@ -31,6 +31,8 @@ __all__ = [
     "eval_metric_name",
     "evaluate_policy",
     "evaluate_run",
+    "load_initial_policy",
+    "load_run_rows",
     "metric_space",
     "normalise_metrics",
     "normalised_point",
@@ -227,6 +229,37 @@ def coverage(front_a: np.ndarray, front_b: np.ndarray, maximize: Sequence[bool])
 # ---------------------------------------------------------------------------------------------------------------
 # `moalign eval RUN_DIR`: greedy evaluation of a run's checkpoints
 # ---------------------------------------------------------------------------------------------------------------
+def load_run_rows(run_dir: str | Path, split: str = "test", max_rows: int | None = None):
+    """``(run.json as a dict, rows of split)`` of a run directory written by `moalign train`: the dataset it recorded,
+    rebuilt, with ``split`` as the evaluation split (its first ``max_rows`` rows when given)."""
+    from .loading import DataArguments, build_datasets
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "run.json").exists():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no run.json)")
+    meta = json.loads((run_dir / "run.json").read_text())
+    if not meta.get("data"):
+        raise ValueError(f"{run_dir}/run.json does not record its dataset; it was not written by `moalign train`")
+    _, eval_ds = build_datasets(DataArguments(**{**meta["data"], "dataset_eval_split": split}))
+    rows = [dict(r) for r in eval_ds]
+    return meta, rows[:max_rows] if max_rows else rows
+
+
+def load_initial_policy(run_dir: str | Path, meta: dict[str, Any]):
+    """``(model, tokenizer)`` of a run's initial policy: ``initial_model/`` when `moalign train` saved the exact one,
+    else the configured model rebuilt (a short name, a path, or ``tiny`` with the run's seed)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import ModelConfig
+
+    from .loading import DataArguments, build_model_and_tokenizer
+
+    initial = Path(run_dir) / "initial_model"
+    if initial.is_dir():
+        return AutoModelForCausalLM.from_pretrained(initial), AutoTokenizer.from_pretrained(initial)
+    return build_model_and_tokenizer(ModelConfig(model_name_or_path=meta["model"]["model_name_or_path"]),
+                                     DataArguments(**meta["data"]), seed=int(meta.get("seed", 0)))
+
+
 def evaluate_run(
     run_dir: str | Path,
     split: str = "test",
@@ -243,22 +276,11 @@ def evaluate_run(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .loading import DataArguments, build_datasets, build_model_and_tokenizer
     from .objectives import build_objective
     from .rundir import append_jsonl, read_jsonl, read_state_file
 
     run_dir = Path(run_dir)
-    if not (run_dir / "run.json").exists():
-        raise FileNotFoundError(f"{run_dir} is not a run directory (no run.json)")
-    meta = json.loads((run_dir / "run.json").read_text())
-    data_meta = meta.get("data")
-    if not data_meta:
-        raise ValueError(f"{run_dir}/run.json does not record its dataset; it was not written by `moalign train`")
-    data_args = DataArguments(**{**data_meta, "dataset_eval_split": split})
-    _, eval_ds = build_datasets(data_args)
-    rows = [dict(r) for r in eval_ds]
-    if max_rows:
-        rows = rows[:max_rows]
+    meta, rows = load_run_rows(run_dir, split, max_rows)
     config = meta["config"]
     max_new = int(config.get("max_completion_length") or 256)
     done = {(int(e["step"]), e.get("split")) for e in read_jsonl(run_dir / "evals.jsonl")}
@@ -277,19 +299,12 @@ def evaluate_run(
         task = bar.add_task(f"evaluating {run_dir.name} on {split}", total=len(todo) * len(rows))
         for step, path in todo:
             objectives = [build_objective(name) for name in config["objectives"]]
-            if path is None and (run_dir / "initial_model").is_dir():
-                path = run_dir / "initial_model"  # the exact initial policy `moalign train` saved
             if path is None:
-                from trl import ModelConfig
-
-                model, tok = build_model_and_tokenizer(
-                    ModelConfig(model_name_or_path=meta["model"]["model_name_or_path"]),
-                    DataArguments(**data_meta), seed=int(meta.get("seed", 0)),
-                )
+                model, tok = load_initial_policy(run_dir, meta)
             else:
                 model = AutoModelForCausalLM.from_pretrained(path)
                 tok = AutoTokenizer.from_pretrained(path)
-                state = read_state_file(path) if path.name != "initial_model" else {"objectives": {}}
+                state = read_state_file(path)
                 for o in objectives:
                     if hasattr(o, "load_state_dict") and o.name in state["objectives"]:
                         o.load_state_dict(state["objectives"][o.name])
