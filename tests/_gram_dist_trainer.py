@@ -110,6 +110,7 @@ def _worker(rank, world, port, out):
                 json.dump({"gram": np.asarray(gram).tolist(), "brute": (v @ v.T).tolist(),
                            "adv_std": adv.std(0).tolist()}, f)
         trainer.accelerator.wait_for_everyone()
+        trainer.accelerator.end_training()
 
 
 def main():

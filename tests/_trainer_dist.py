@@ -65,6 +65,7 @@ def main(out: Path) -> None:
         "evaluate_calls": len(calls),
         "strategy_state": trainer.strategy.state_dict(),
     }))
+    trainer.accelerator.end_training()  # as `moalign train` does: no process group left alive at exit
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ main process only and its result reaches every rank (same strategy state everywh
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -32,3 +33,20 @@ def test_two_processes_gather_counts_and_evaluate_once(tmp_path):
     steps = [json.loads(line) for line in (tmp_path / "run" / "steps.jsonl").read_text().splitlines()]
     # each rank leaves its first completion unscored: 2 of the 8 gathered completions per step
     assert [s["unscored"] for s in steps] == [{"first_unscored": 2, "char_sum": 0}] * 2
+
+
+def test_moalign_train_under_torchrun_ends_cleanly_and_prints_once(tmp_path):
+    """``torchrun -m moalign.cli train``: every rank ends its process group (a live gloo group at interpreter exit
+    can abort a rank, failing the launch after training finished), and only the main process prints the outputs."""
+    root = Path(__file__).resolve().parents[1]
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           "-m", "moalign.cli", "train", str(root / "examples" / "math500_tiny_fixed.yaml"),
+           "--run_dir", str(run), "--output_dir", str(run / "checkpoints"), "--max_steps", "1",
+           "--max_completion_length", "8", "--mo_eval_steps", "0", "--save_strategy", "no"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", COLUMNS="200")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stdout.count("run directory:") == 1, proc.stdout
+    assert "terminate called" not in proc.stderr
+    assert [s["step"] for s in (json.loads(line) for line in (run / "steps.jsonl").read_text().splitlines())] == [1]

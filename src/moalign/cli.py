@@ -141,6 +141,13 @@ def train_command(
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
         return
+    accelerator = trainer.accelerator
+    accelerator.wait_for_everyone()
+    # Under torchrun / accelerate launch a process that exits with its gloo/NCCL group still alive can abort at
+    # interpreter shutdown ("terminate called without an active exception"); end it explicitly on every rank.
+    accelerator.end_training()
+    if not accelerator.is_main_process:
+        return
     console.print(f"[green]run directory:[/] {trainer.run_dir}")
     console.print(f"  steps:       {trainer.run_dir / 'steps.jsonl'}")
     console.print(f"  checkpoints: {train_args.output_dir}")

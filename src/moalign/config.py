@@ -71,7 +71,10 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
             raw = "true"
             i += 1
         value = _coerce_numbers(yaml.safe_load(raw)) if raw != "" else ""
-        _set_nested(out, key.replace("-", "_"), value)
+        key = key.replace("-", "_")
+        if key.endswith("_strategy") and isinstance(value, bool):
+            value = raw  # `--save_strategy no` is TRL's own spelling; YAML would read it as False
+        _set_nested(out, key, value)
     return out
 
 
