@@ -10,7 +10,13 @@ the same rows (the runs must share the split).
     python benchmarks/real_model_eval.py runs/smollm2_fixed runs/smollm2_gradient runs/smollm2_hypervolume
     python benchmarks/real_model_eval.py runs/smollm2_math500 --max-rows 32 --json math500_eval.json
 
-One seed per run: the CIs are over problems (evaluation noise), not over training seeds.
+The CIs of those two tables are over problems (evaluation noise of one training run each). When the runs hold
+several training seeds of a method (run.json's ``seed``; methods told apart by their strategy, e.g. ``fixed``,
+``gradient``, ``hypervolume``), a third table compares every method with the first one paired by seed and problem:
+the per-seed differences, seeds won/tied/lost, and a two-level bootstrap CI (seeds resampled, then problems within
+each seed), which counts training-seed variation as well as evaluation noise.
+
+    python benchmarks/real_model_eval.py runs/fixed_s* runs/gradient_s* runs/hypervolume_s* --json seeds.json
 """
 
 from __future__ import annotations
@@ -56,6 +62,46 @@ def paired(a: list, b: list, n_boot: int) -> dict:
     return {"mean": c["diff"], "ci": c["ci"], "n": c["n"], "wtl": [c["wins"], c["ties"], c["losses"]]}
 
 
+def two_level_ci(diffs_by_seed: list[list[float]], n_boot: int, level: float = 0.95, seed: int = 0) -> list[float]:
+    """Percentile CI of the mean difference when both training seeds and problems vary: each replicate draws seeds
+    with replacement, then each drawn seed's problems with replacement, and averages the per-seed means (the
+    hierarchical bootstrap; ``moalign.bench.bootstrap_ci`` resamples one level only)."""
+    rng = np.random.default_rng(seed)
+    groups = [np.asarray(d, dtype=np.float64) for d in diffs_by_seed]
+    stats = np.empty(n_boot)
+    for b in range(n_boot):
+        picked = rng.integers(len(groups), size=len(groups))
+        stats[b] = np.mean([groups[i][rng.integers(groups[i].size, size=groups[i].size)].mean() for i in picked])
+    alpha = (1 - level) / 2
+    return [float(np.quantile(stats, alpha)), float(np.quantile(stats, 1 - alpha))]
+
+
+def across_seeds(results: dict, runs_meta: dict, metric: str, n_boot: int) -> list[dict]:
+    """Every method against the first method listed, paired by training seed and problem (rows both scored)."""
+    from moalign.bench import paired_comparison
+
+    by_method: dict[str, dict[int, list]] = {}
+    for name, meta in runs_meta.items():
+        seeds = by_method.setdefault(meta["strategy"]["name"], {})
+        if int(meta["seed"]) in seeds:
+            raise SystemExit(f"two runs of {meta['strategy']['name']} with seed {meta['seed']}: pass one of them")
+        seeds[int(meta["seed"])] = results[name]["trained"][metric]
+    methods = list(by_method)
+    rows = []
+    for method in methods[1:]:
+        a, b = by_method[method], by_method[methods[0]]
+        common = sorted(set(a) & set(b))
+        diffs = [[x - y for x, y in zip(a[s], b[s]) if x is not None and y is not None] for s in common]
+        per_seed = paired_comparison({s: float(np.mean(d)) for s, d in zip(common, diffs)},
+                                     {s: 0.0 for s in common}, n_boot)
+        rows.append({"method": method, "reference": methods[0], "metric": metric, "seeds": common,
+                     "per_seed": [float(np.mean(d)) for d in diffs], "mean": per_seed["diff"],
+                     "ci": two_level_ci(diffs, n_boot), "wtl": [per_seed["wins"], per_seed["ties"], per_seed["losses"]],
+                     "mean_a": float(np.mean([np.mean([x for x in a[s] if x is not None]) for s in common])),
+                     "mean_b": float(np.mean([np.mean([y for y in b[s] if y is not None]) for s in common]))})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", type=Path)
@@ -71,9 +117,10 @@ def main(argv: list[str] | None = None) -> dict:
     from moalign.evaluation import load_initial_policy, load_run_rows
 
     logging.disable(logging.WARNING)
-    results, base_cache = {}, {}
+    results, base_cache, runs_meta = {}, {}, {}
     for run in args.runs:
         meta, rows = load_run_rows(run, args.split, args.max_rows)
+        runs_meta[run.name] = meta
         model, tok = load_initial_policy(run, meta)
         key = json.dumps([meta["model"], meta["data"], meta.get("seed")], sort_keys=True, default=str)
         if key not in base_cache:  # runs from the same model on the same split share one base evaluation
@@ -104,6 +151,20 @@ def main(argv: list[str] | None = None) -> dict:
                 summary[f"{name}-{names[0]}/{m}"] = c
                 print(f"| {name} | {m} | {c['mean']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] | "
                       f"{'/'.join(map(str, c['wtl']))} |")
+    seeds_per_method = {}
+    for meta in runs_meta.values():
+        seeds_per_method.setdefault(meta["strategy"]["name"], set()).add(int(meta["seed"]))
+    if len(seeds_per_method) > 1 and max(map(len, seeds_per_method.values())) > 1:
+        ref = next(iter(seeds_per_method))
+        print(f"\n| method | metric | seeds | mean (method / {ref}) | per-seed difference | "
+              "difference [95 % CI, seeds x problems] | seeds W/T/L |")
+        print("|---|---|---|---|---|---|---|")
+        for m in metrics:
+            for row in across_seeds(results, runs_meta, m, args.bootstrap):
+                summary[f"{row['method']}-{row['reference']}/{m}/seeds"] = row
+                print(f"| {row['method']} | {m} | {','.join(map(str, row['seeds']))} | {row['mean_a']:.3f} / "
+                      f"{row['mean_b']:.3f} | {' '.join(f'{d:+.3f}' for d in row['per_seed'])} | {row['mean']:+.3f} "
+                      f"[{row['ci'][0]:+.3f}, {row['ci'][1]:+.3f}] | {'/'.join(map(str, row['wtl']))} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"summary": summary, "per_row": results,
                                                "args": {k: str(v) for k, v in vars(args).items()}}, indent=1))

@@ -12,6 +12,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -216,6 +217,62 @@ def test_paired_base_vs_trained_by_hand():
     assert c["n"] == 4 and c["wtl"] == [2, 1, 1]  # the unscored row is dropped, not counted as a loss
     assert c["mean"] == pytest.approx(0.25)
     assert c["ci"][0] < 0.25 < c["ci"][1] and -1 <= c["ci"][0] and c["ci"][1] <= 1
+
+
+def test_two_level_bootstrap_counts_seed_variation():
+    ci = _load_script("real_model_eval").two_level_ci
+    # no spread within a seed: only the seeds vary. Mean of 2 seeds drawn from {0.1, 0.3}: 0.1 (p 1/4), 0.2 (1/2),
+    # 0.3 (1/4), so the 2.5 % and 97.5 % quantiles are the two seed means.
+    lo, hi = ci([[0.1] * 10, [0.3] * 10], n_boot=4000)
+    assert lo == pytest.approx(0.1) and hi == pytest.approx(0.3)
+    # identical seeds: the problem-level spread remains, narrower with three copies than with one (3x the problems)
+    rng = np.random.default_rng(1)
+    d = list(rng.choice([-1.0, 0.0, 0.0, 1.0], size=48))
+    one, three = ci([d], 4000), ci([d, d, d], 4000)
+    assert one[0] < np.mean(d) < one[1] and three[0] < np.mean(d) < three[1]
+    assert (three[1] - three[0]) < 0.75 * (one[1] - one[0])
+
+
+def test_across_seeds_pairs_runs_by_seed_and_problem():
+    across = _load_script("real_model_eval").across_seeds
+    meta = lambda name, seed: {"strategy": {"name": name}, "seed": seed}  # noqa: E731
+    runs = {"f0": meta("fixed", 0), "f1": meta("fixed", 1), "g1": meta("gradient", 1), "g0": meta("gradient", 0),
+            "g2": meta("gradient", 2)}  # seed 2 has no fixed run to pair with
+    acc = {"f0": [1, 0, 0, 1], "f1": [0, 0, 1, None], "g0": [1, 1, 0, 1], "g1": [1, 1, 1, 1], "g2": [0, 0, 0, 0]}
+    results = {k: {"trained": {"accuracy": v}} for k, v in acc.items()}
+    (row,) = across(results, runs, "accuracy", n_boot=500)
+    assert row["method"] == "gradient" and row["reference"] == "fixed" and row["seeds"] == [0, 1]
+    assert row["per_seed"] == pytest.approx([0.25, 2 / 3])  # seed 1: the unscored row is left out of the pair
+    assert row["mean"] == pytest.approx((0.25 + 2 / 3) / 2) and row["wtl"] == [2, 0, 0]
+    assert row["ci"][0] <= row["mean"] <= row["ci"][1]
+    runs["f9"] = meta("fixed", 1)
+    results["f9"] = results["f1"]
+    with pytest.raises(SystemExit, match="two runs of fixed with seed 1"):
+        across(results, runs, "accuracy", n_boot=10)
+
+
+def test_script_prints_the_seed_table_for_several_seeds(tmp_path, monkeypatch, capsys):
+    """main() with two methods x two seeds (decoding stubbed: these rows are what the runs' final models would
+    score) adds the seeds x problems table, and its numbers are across_seeds'."""
+    import moalign.evaluation as evaluation
+
+    script = _load_script("real_model_eval")
+    scores = {"fixed_s0": [1, 0, 0, 1], "fixed_s1": [0, 0, 1, 1], "gradient_s0": [1, 1, 0, 1], "gradient_s1": [1, 1, 1, 1]}
+    runs = []
+    for name in scores:
+        (tmp_path / name).mkdir()
+        runs.append(str(tmp_path / name))
+    monkeypatch.setattr(evaluation, "load_run_rows", lambda run, split, max_rows: (
+        {"model": "m", "data": {}, "seed": int(run.name[-1]), "strategy": {"name": run.name.split("_")[0]}}, [run.name]))
+    monkeypatch.setattr(evaluation, "load_initial_policy", lambda run, meta: ("base", None))
+    monkeypatch.setattr(script, "_trained", lambda run, base: run.name)
+    monkeypatch.setattr(script, "_evaluate", lambda model, tok, rows, meta, bs: {
+        "accuracy": scores.get(model, [0, 0, 0, 0]), "clarity": [1, 1, 1, 1], "length": [10, 10, 10, 10]})
+    summary = script.main([*runs, "--bootstrap", "300"])
+    row = summary["gradient-fixed/accuracy/seeds"]
+    assert row["seeds"] == [0, 1] and row["per_seed"] == pytest.approx([0.25, 0.5]) and row["wtl"] == [2, 0, 0]
+    out = capsys.readouterr().out
+    assert "| gradient | accuracy | 0,1 | 0.875 / 0.500 | +0.250 +0.500 | +0.375 [" in out
 
 
 def test_base_vs_trained_script_on_a_tiny_run(tmp_path, capsys):
