@@ -91,14 +91,15 @@ def across_seeds(results: dict, runs_meta: dict, metric: str, n_boot: int) -> li
     for method in methods[1:]:
         a, b = by_method[method], by_method[methods[0]]
         common = sorted(set(a) & set(b))
-        diffs = [[x - y for x, y in zip(a[s], b[s]) if x is not None and y is not None] for s in common]
-        per_seed = paired_comparison({s: float(np.mean(d)) for s, d in zip(common, diffs)},
-                                     {s: 0.0 for s in common}, n_boot)
+        pairs = {s: np.array([(x, y) for x, y in zip(a[s], b[s]) if x is not None and y is not None], dtype=float)
+                 for s in common}
+        # per seed, the two methods' means over the rows both scored: their difference is the seed's paired one
+        c = paired_comparison({s: pairs[s][:, 0].mean() for s in common}, {s: pairs[s][:, 1].mean() for s in common},
+                              n_boot)
         rows.append({"method": method, "reference": methods[0], "metric": metric, "seeds": common,
-                     "per_seed": [float(np.mean(d)) for d in diffs], "mean": per_seed["diff"],
-                     "ci": two_level_ci(diffs, n_boot), "wtl": [per_seed["wins"], per_seed["ties"], per_seed["losses"]],
-                     "mean_a": float(np.mean([np.mean([x for x in a[s] if x is not None]) for s in common])),
-                     "mean_b": float(np.mean([np.mean([y for y in b[s] if y is not None]) for s in common]))})
+                     "per_seed": [float(pairs[s][:, 0].mean() - pairs[s][:, 1].mean()) for s in common],
+                     "mean": c["diff"], "ci": two_level_ci([pairs[s][:, 0] - pairs[s][:, 1] for s in common], n_boot),
+                     "wtl": [c["wins"], c["ties"], c["losses"]], "mean_a": c["mean_a"], "mean_b": c["mean_b"]})
     return rows
 
 
