@@ -26,6 +26,16 @@ Reference values are for the three objectives of the papers; with K ≠ 3 object
 (ceilings then default to none, initial weights to uniform). The EMA of each objective starts at that objective's
 first observed covariance, as in the reference code (an EMA started at 0 would give every objective a deficit of
 about its target for the first ~1/τ steps and push the objective with the largest target, whatever its covariance).
+
+Normalised weights (a deviation). The reference code scalarises with the unnormalised ``λ = exp(log λ)``, whose sum
+starts at 1 and only grows; here ``w = softmax(log w) = λ/Σλ`` (the log-weight increments are the same). Under an
+estimator that divides by a standard deviation (``grpo`` with ``scale_rewards`` ``group``/``batch``, ``reinforce``
+with ``batch``, the papers' REINFORCE++) or under ``normalize_then_sum``, the advantages depend only on the ratios of
+the weights, so ``w`` equals the reference's ``λ/Σλ`` step for step. Under ``rloo`` or ``scale_rewards="none"`` the
+advantages are linear in the weights: the reference's advantages, clipped advantage weights and covariances are
+``Σλ`` times the ones here, so its deficit ``relu(target − Σλ·Cov)`` closes as ``Σλ`` grows (in effect its targets
+shrink to ``target/Σλ``) and its policy steps grow by ``Σλ`` (which Adam largely absorbs when ``Σλ`` drifts slowly).
+Here the covariances are measured at total weight 1 against fixed targets, so the weight trajectories differ.
 """
 
 from __future__ import annotations

@@ -23,7 +23,11 @@ for each. The normalisation is computed from ``G`` alone (no extra gradient pass
   the others moves the weights, and the step size no longer depends on the batch, the loss scale or the model.
 * ``clip`` (the reference code): ``c_k = min(1, max_grad_norm/‖∇J_k‖)``, clipping each objective's gradient at
   norm ``max_grad_norm`` (1.0). The reference clips over the whole model, then restricts to the probed layers;
-  here the norm is the probed subset's (the Gram sees no other parameters), so its ``I`` is ≥ the reference's.
+  here the norm is the probed subset's (the Gram sees no other parameters). That norm is never larger, so each
+  ``c_k`` is ≥ the reference's, and when no two gradients conflict (every ``G_ij ≥ 0``) so is every ``I_i``.
+  With conflicts either can be larger: objective 1's gradient 0.6 on the probed subset and nothing
+  else, objective 2's −0.5 there and 4.0 elsewhere give ``I = [0.06, −0.05]`` here but ``[0.286, −0.059]`` in the
+  reference, which shrinks objective 2 by its whole-model norm (≈ 4.03) and so damps the conflict.
 * ``none``: ``c_k = 1``, the first version of this project (raw Gram; includes the self-term ``‖∇J_i‖²``, so the
   objective with the largest raw gradient gains weight).
 

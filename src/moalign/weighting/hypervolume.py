@@ -12,9 +12,13 @@ that enlarge the Pareto front found so far:
 front and > 0.5 exactly when it enlarges it. Points live in the normalised space of docs/design.md (every objective
 maximised in [0, 1]; length as ``1 − length/max_completion_length``).
 
-Scale ``s`` (``hv_scale``). In the reference code ΔHV is in raw units (length in tokens), so ``tanh`` saturates and
-``r_pareto`` is ≈ 2 for any non-dominated point and 0.5 otherwise. In the unit cube ΔHV is a product of K small gains
-(0.05³ ≈ 1e-4), so ``tanh(ΔHV) ≈ 0`` and ``r_pareto`` is pinned at 0.5 -- the first version of this project.
+Scale ``s`` (``hv_scale``). In the reference code ΔHV is in raw units: a length gain in tokens times the K − 1 gains
+in the rate objectives (accuracy, clarity: each a few hundredths). With K = 2 (length and one rate) a typical
+non-dominated point saturates ``tanh``: +0.02 accuracy and −100 tokens give ΔHV = 2, ``r ≈ 1.95``. With K = 3 the
+second rate gain multiplies in, and ``r`` spreads over [0.5, 2), driven mostly by the length gain: +0.02 accuracy,
+−100 tokens, +0.02 clarity give ΔHV = 0.04, ``r = 0.56``; it takes −800 tokens and +0.05 in both rates to reach
+``r ≈ 1.95``. A point that adds nothing gets 0.5. In the unit cube ΔHV is a product of K small gains (0.05³ ≈ 1e-4),
+so ``tanh(ΔHV) ≈ 0`` and ``r_pareto`` is pinned at 0.5 -- the first version of this project.
 
 * ``box_root`` (default, ours): ``s = (ΔHV / V)^(1/K)`` with ``V = Π_k (ideal_k − ref_k)`` the volume of the box
   between the reference point and the ideal point of ``B ∪ {p}``. ``ΔHV/V ∈ [0, 1]`` is the share of the box the
@@ -105,7 +109,7 @@ HV_SCALES = ("box_root", "unit")
 def box_root_scale(delta_hv: float, points: np.ndarray, point: np.ndarray, ref: np.ndarray) -> float:
     """``(ΔHV / V)^(1/K)``, ``V = Π_k (max_k(points ∪ {point}) − ref_k)`` (all objectives maximised).
 
-    >>> box_root_scale(0.5 * 0.25, np.array([[1.0, 0.5]]), np.array([0.5, 0.75]), np.array([0.0, 0.0]))
+    >>> box_root_scale(0.5 * 0.5, np.array([[1.0, 0.5]]), np.array([0.5, 1.0]), np.array([0.0, 0.0]))  # 1/4 of box
     0.5
     """
     if delta_hv <= 0:
