@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from .data.synthetic import STYLES, SyntheticConfig, classify_style, load_synthetic, sft_examples
+from .data.synthetic import STYLES, SyntheticConfig, async_habits, classify_style, load_synthetic, sft_examples
 
 __all__ = ["WarmStartConfig", "calibrate", "default_cache_dir", "warm_start"]
 
@@ -120,6 +120,7 @@ class WarmStartConfig:
         data = self.to_dict()
         data.pop("num_threads")
         data.pop("calibration_n")
+        data["task"] = self.task.identity()  # a `coupled` task keeps the key it had before the task family existed
         blob = json.dumps({"version": CACHE_VERSION, "config": data}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -324,7 +325,8 @@ def calibrate(
         ``{"n": n, "sampled": stats, "greedy": stats}`` where ``stats`` has ``accuracy``, ``clarity`` (non-empty
         ``\\boxed{}`` and >= 2 step markers), ``mean_length`` (completion tokens, ``<eos>`` excluded), ``truncated``, ``style_share``
         ``{style: share}`` and ``style_accuracy`` ``{style: accuracy or None}`` (styles as
-        :func:`~moalign.data.synthetic.classify_style` reads them).
+        :func:`~moalign.data.synthetic.classify_style` reads them); for an ``async`` task also ``habits``
+        ``{"numbered": share, "filler": share}`` (:func:`~moalign.data.synthetic.async_habits`).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -345,7 +347,15 @@ def calibrate(
             ids = _generate(model, tok, list(val["prompt"]), greedy, max_new_tokens, batch_size)
             texts = tok.batch_decode(ids, skip_special_tokens=True)
             result[mode] = _summarise(texts, [len(x) for x in ids], list(val["answer"]), max_new_tokens)
+            if task.variant == "async":
+                result[mode]["habits"] = _habit_shares(texts)
     return result
+
+
+def _habit_shares(texts: list[str]) -> dict[str, float]:
+    """Share of completions with each habit of the ``async`` task (numbered lines, the filler line)."""
+    habits = [async_habits(t) for t in texts]
+    return {h: round(sum(x[h] for x in habits) / len(texts), 4) for h in ("numbered", "filler")}
 
 
 def _summarise(texts: list[str], lengths: list[int], answers: list[str], max_new_tokens: int) -> dict[str, Any]:

@@ -26,6 +26,24 @@ the remaining steps, as a careless solver would.
 Every final answer sits in ``\\boxed{}``, so the math objectives apply unchanged. See ``docs/demo_task.md`` for the
 calibration of the warm start on this task.
 
+The task is one member of a family (:attr:`SyntheticConfig.variant`, names in :data:`VARIANTS`). The styles above are
+the default member, ``coupled``: one choice (steps or not) moves all three objectives together. In the ``async``
+member three independent habits of the warm-start data each move one objective, so each objective can be learned on
+its own and at its own speed:
+
+=================  ======================================================  ==============  ===================
+habit              example (``17+5-4=?``)                                   objective       warm-start share
+=================  ======================================================  ==============  ===================
+numbered lines     ``1. 17+5=22`` instead of ``-> 17+5=22`` (same length)    clarity         ``marker_share``
+filler line        ``\\nHope this helps!`` after the answer (+17 chars)      conciseness     ``filler_share``
+forgotten carry    ``17+5=12``: a carry/borrow dropped, off by 10           accuracy        ``carry_slip``
+=================  ======================================================  ==============  ===================
+
+``carry_slip`` is the share of carry/borrow operations written with the carry forgotten (the slip is carried
+through the later lines); above 0.5 the warm-start policy's *most likely* result is wrong whenever a carry is due,
+so greedy decoding is wrong too and RL has to raise a rare habit in many different contexts: accuracy is the slow
+objective, clarity (one early choice) the fast one.
+
 >>> ds = load_synthetic(seed=0, n_train=4, n_val=2, n_test=2)
 >>> sorted(ds), ds["train"].column_names
 (['test', 'train', 'val'], ['prompt', 'answer', 'problem', 'solution', 'n_operands'])
@@ -42,18 +60,29 @@ from typing import Any
 from ..objectives.clarity import count_step_markers
 
 __all__ = [
+    "ASYNC_FILLER",
     "DIFFICULTIES",
     "STYLES",
     "SyntheticConfig",
+    "VARIANTS",
+    "async_habits",
     "classify_style",
     "count_step_markers",
     "generate_problem",
     "load_synthetic",
+    "render_async_solution",
     "render_solution",
     "sft_examples",
 ]
 
 STYLES = ("steps", "direct", "verbose")
+VARIANTS = ("coupled", "async")
+"""Members of the task family (:attr:`SyntheticConfig.variant`); ``coupled`` is the default."""
+
+ASYNC_FILLER = "Hope this helps!"
+"""The filler line of the ``async`` member's padding habit (after the final answer)."""
+_ASYNC_UNMARKED = "-> "  # same length as "1. ", and not a step marker for Clarity
+_ASYNC_FIELDS = ("marker_share", "filler_share", "carry_slip")
 
 # difficulty -> (min_operands, max_operands, max_first_operand, max_operand)
 DIFFICULTIES: dict[int, tuple[int, int, int, int]] = {
@@ -102,8 +131,34 @@ class SyntheticConfig:
     """Share of each solution style in :func:`sft_examples` (normalised to sum to 1)."""
     wrong_share: dict[str, float] = field(default_factory=lambda: {"steps": 0.05, "direct": 0.35, "verbose": 0.2})
     """Share of :func:`sft_examples` of each style whose final answer is wrong."""
+    variant: str = "coupled"
+    """Member of the task family (:data:`VARIANTS`): ``coupled`` (the styles above; ``style_mix``/``wrong_share``
+    apply) or ``async`` (independent habits per objective; ``marker_share``/``filler_share``/``carry_slip`` apply).
+    The problems and splits are the same for both; only the warm-start solutions differ."""
+    marker_share: float = 0.4
+    """``async``: share of warm-start solutions with numbered lines (``1. ``, ``2. ``: clear) instead of ``-> ``."""
+    filler_share: float = 0.6
+    """``async``: share of warm-start solutions that end with the filler line :data:`ASYNC_FILLER` (long)."""
+    carry_slip: float = 0.8
+    """``async``: share of carry/borrow operations in warm-start solutions written with the carry forgotten (the
+    result off by 10, carried through). Higher: accuracy starts lower and is learned later."""
 
     def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, but got {self.variant!r}")
+        for name in _ASYNC_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be a number in [0, 1], but got {value!r}")
+        if self.variant == "coupled":
+            changed = [n for n in _ASYNC_FIELDS if getattr(self, n) != _DEFAULTS[n]]
+            if changed:
+                raise ValueError(f"{', '.join(changed)} only apply to variant='async'; set variant: async or drop them")
+        else:
+            changed = [n for n in ("style_mix", "wrong_share") if getattr(self, n) != _DEFAULTS[n]]
+            if changed:
+                raise ValueError(f"{', '.join(changed)} only apply to variant='coupled'; the async member's habits are "
+                                 f"set by {', '.join(_ASYNC_FIELDS)}")
         if self.difficulty not in DIFFICULTIES:
             raise ValueError(f"difficulty must be one of {sorted(DIFFICULTIES)}, but got {self.difficulty!r}")
         for name in ("n_train", "n_val", "n_test"):
@@ -140,10 +195,24 @@ class SyntheticConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def identity(self) -> dict[str, Any]:
+        """The fields that determine the data: :meth:`to_dict` without the ``async`` member's fields for a ``coupled``
+        config (they do not affect it), so a ``coupled`` config keeps the identity (and warm-start cache key) it had
+        before the family existed."""
+        data = self.to_dict()
+        if self.variant == "coupled":
+            for name in ("variant", *_ASYNC_FIELDS):
+                data.pop(name)
+        return data
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SyntheticConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` naming the valid ones."""
         return _make_config(**data)
+
+
+_DEFAULTS = {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+             for f in dataclasses.fields(SyntheticConfig)}
 
 
 # ----------------------------------------------------------------------------------------------------------- problems
@@ -181,7 +250,7 @@ def generate_problem(rng: random.Random, cfg: SyntheticConfig) -> dict[str, Any]
         "answer": str(values[-1]),
         "n_operands": k,
     }
-    prob["solution"] = render_solution(prob, "steps")
+    prob["solution"] = render_solution(prob, "steps") if cfg.variant == "coupled" else render_async_solution(prob)
     return prob
 
 
@@ -210,6 +279,57 @@ def render_solution(prob: dict[str, Any], style: str, slip: tuple[int, int] | No
     parts = [f"{prob['operands'][0]} {_OP_WORDS[prob['ops'][0]]} {prob['operands'][1]} is {values[0]}"]
     parts += [f"{_OP_WORDS[op]} {b} is {v}" for op, b, v in zip(prob["ops"][1:], prob["operands"][2:], values[1:])]
     return ", ".join(parts) + f", so {boxed}"
+
+
+def _needs_carry(a: int, op: str, b: int) -> bool:
+    """A carry (``+``: the units digits sum to 10 or more) or a borrow (``-``: the units digit of ``a`` is smaller)."""
+    return (a % 10 + b % 10 >= 10) if op == "+" else (a % 10 < b % 10)
+
+
+def _stays_non_negative(value: int, rest: list[tuple[str, int]]) -> bool:
+    for op, b in rest:
+        if value < 0:
+            return False
+        value = value + b if op == "+" else value - b
+    return value >= 0
+
+
+def render_async_solution(
+    prob: dict[str, Any], numbered: bool = True, filler: bool = False, forget: Any = (),
+) -> str:
+    """Write ``prob``'s solution in the ``async`` member's format: one line per operation, then ``\\boxed{}``.
+
+    Args:
+        numbered: lines start ``1. ``, ``2. `` (step markers: clear) instead of ``-> `` (same length, unclear).
+        filler: end with a line :data:`ASYNC_FILLER`.
+        forget: a set of operation indices, or a callable ``(i) -> bool`` asked at each operation that needs a
+            carry or borrow: where true, the carry is forgotten (``17+5=12``, ``23-7=26``) and the written result is
+            carried into the next operation. Not asked where forgetting would drive a later result below zero.
+
+    >>> p = {"operands": [17, 5, 4], "ops": ["+", "-"], "values": [22, 18]}
+    >>> print(render_async_solution(p, numbered=False, filler=True, forget={0}))
+    -> 17+5=12
+    -> 12-4=8
+    \\boxed{8}
+    Hope this helps!
+    """
+    asks = forget if callable(forget) else (lambda i, s=frozenset(forget): i in s)
+    steps = list(zip(prob["ops"], prob["operands"][1:]))
+    running = prob["operands"][0]
+    lines = []
+    for i, (op, b) in enumerate(steps):
+        value = running + b if op == "+" else running - b
+        # a forgotten carry is allowed only where the rest, done right, never goes below zero (as in the problems)
+        if _needs_carry(running, op, b) and _stays_non_negative(value - 10 if op == "+" else value + 10, steps[i + 1:]):
+            if asks(i):
+                value += -10 if op == "+" else 10
+        prefix = f"{i + 1}. " if numbered else _ASYNC_UNMARKED
+        lines.append(f"{prefix}{running}{op}{b}={value}")
+        running = value
+    lines.append(f"\\boxed{{{running}}}")
+    if filler:
+        lines.append(ASYNC_FILLER)
+    return "\n".join(lines)
 
 
 def _draw_slip(rng: random.Random, prob: dict[str, Any]) -> tuple[int, int]:
@@ -318,6 +438,8 @@ def sft_examples(cfg: SyntheticConfig | None = None, n: int = 4096, seed: int = 
     cfg = cfg or SyntheticConfig()
     held_out = {p["problem"] for split in ("val", "test") for p in _split_problems(
         dataclasses.replace(cfg, n_train=0))[split]}
+    if cfg.variant == "async":
+        return _async_sft_examples(cfg, n, seed, held_out)
     rng = random.Random(f"moalign-synthetic-sft-{cfg.seed}-{seed}")
     labels: list[tuple[str, bool]] = []
     for style, count in _allocate(n, {s: cfg.style_mix.get(s, 0.0) for s in STYLES}).items():
@@ -331,6 +453,34 @@ def sft_examples(cfg: SyntheticConfig | None = None, n: int = 4096, seed: int = 
             continue
         style, wrong = labels[len(out)]
         text = render_solution(prob, style, _draw_slip(rng, prob) if wrong else None)
+        out.append(
+            {
+                "prompt": [{"role": "user", "content": prob["problem"]}],
+                "completion": [{"role": "assistant", "content": text}],
+            }
+        )
+    return out
+
+
+def _exact_flags(rng: random.Random, n: int, share: float) -> list[bool]:
+    flags = [True] * round(n * share) + [False] * (n - round(n * share))
+    rng.shuffle(flags)
+    return flags
+
+
+def _async_sft_examples(cfg: SyntheticConfig, n: int, seed: int, held_out: set[str]) -> list[dict[str, Any]]:
+    """The ``async`` member's warm-start data: numbered lines and the filler line each in an exact share of the
+    examples, drawn independently of each other; each carry or borrow forgotten with probability ``carry_slip``."""
+    rng = random.Random(f"moalign-synthetic-async-sft-{cfg.seed}-{seed}")
+    numbered = _exact_flags(rng, n, cfg.marker_share)
+    filler = _exact_flags(rng, n, cfg.filler_share)
+    out = []
+    while len(out) < n:
+        prob = generate_problem(rng, cfg)
+        if prob["problem"] in held_out:
+            continue
+        i = len(out)
+        text = render_async_solution(prob, numbered[i], filler[i], lambda _: rng.random() < cfg.carry_slip)
         out.append(
             {
                 "prompt": [{"role": "user", "content": prob["problem"]}],
@@ -357,3 +507,13 @@ def classify_style(text: str) -> str:
     if _BOXED_ONLY.fullmatch(text):
         return "direct"
     return "verbose"
+
+
+def async_habits(text: str) -> dict[str, bool]:
+    """Which habits of the ``async`` member ``text`` shows: ``numbered`` (at least two step markers, as
+    :class:`~moalign.objectives.Clarity` counts them) and ``filler`` (ends with :data:`ASYNC_FILLER`).
+
+    >>> async_habits("1. 2+3=5\\n2. 5-1=4\\n\\\\boxed{4}\\nHope this helps!")
+    {'numbered': True, 'filler': True}
+    """
+    return {"numbered": count_step_markers(text) >= 2, "filler": text.rstrip().endswith(ASYNC_FILLER)}
