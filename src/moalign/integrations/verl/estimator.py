@@ -1,0 +1,94 @@
+"""The advantage estimator ``moalign`` (``algorithm.adv_estimator=moalign``), registered with verl's
+``core_algos.register_adv_est``.
+
+verl calls it from ``compute_advantage`` with ``token_level_rewards``, ``response_mask``, ``index`` (the ``uid`` of
+each row's prompt) and ``config`` (the ``algorithm`` block). The per-objective rewards do not come through those
+arguments: verl hands ``non_tensor_batch`` only to the estimator named ``gdpo``, and its v1 trainer fetches only the
+summed ``rm_scores``. They come from the moalign trainer, which stages them in the session just before verl calls
+the estimator (``session.stage``); when verl does pass ``non_tensor_batch`` the columns are read from there.
+
+The per-objective estimator is verl's own (``grpo`` or ``rloo``, ``ε = 1e-6``, grouping by ``uid``), registered
+in moalign's estimator registry as ``verl_grpo`` / ``verl_rloo`` so that ``moalign.rl.step.weigh_step`` computes
+the per-objective advantages once, hands them to the strategy and aggregates them. With ``normalize_then_sum`` the
+result is whitened over response tokens with verl's ``masked_whiten``, as verl's GDPO does, and multiplied by the
+strategy's advantage scale; with fixed weights the output is verl's GDPO (or GRPO/RLOO with ``sum_then_normalize``)
+to float precision (tests/verl/test_verl_estimator.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ...rl import advantages as mo_advantages
+from .session import ESTIMATORS, current_session
+
+__all__ = ["NAME", "compute_moalign_advantage", "register"]
+
+NAME = "moalign"
+
+
+def _per_objective(verl_name: str):
+    """A moalign estimator ``(r (N,) | (N, K), G, scale_rewards) -> advantages`` that runs verl's estimator
+    ``verl_name`` on each objective's scored rows (rows grouped in consecutive blocks of ``G``)."""
+
+    def estimator(r: torch.Tensor, num_generations: int, scale_rewards: str = "group") -> torch.Tensor:
+        from verl.trainer.ppo import core_algos
+
+        if scale_rewards not in ("group", "none"):
+            raise ValueError(f"verl's {verl_name} normalises per prompt or not at all (algorithm."
+                             f"norm_adv_by_std_in_grpo), but scale_rewards={scale_rewards!r}")
+        fn = core_algos.get_adv_estimator_fn(verl_name)
+        columns = r.unsqueeze(1) if r.ndim == 1 else r
+        groups = np.arange(columns.shape[0]) // num_generations
+        out = torch.full_like(columns, float("nan"))
+        for k in range(columns.shape[1]):
+            scored = ~torch.isnan(columns[:, k])
+            if not scored.any():
+                continue
+            rows = columns[scored, k].unsqueeze(1)  # (n, 1): one "token" holding the outcome reward
+            kwargs = {"norm_adv_by_std_in_grpo": scale_rewards == "group"} if verl_name == "grpo" else {}
+            adv, _ = fn(token_level_rewards=rows, response_mask=torch.ones_like(rows),
+                        index=groups[scored.numpy()], config=None, **kwargs)
+            out[scored, k] = adv[:, 0]
+        return out.reshape(r.shape)
+
+    return estimator
+
+
+def compute_moalign_advantage(
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    index: np.ndarray,
+    config: Any = None,
+    non_tensor_batch: dict | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """verl's estimator interface: ``(advantages, returns)``, both ``(N, L)`` on ``response_mask``."""
+    from verl.utils import torch_functional as verl_F
+
+    session = current_session(config)
+    if non_tensor_batch is not None and all(name in non_tensor_batch for name in session.names):
+        lengths = response_mask.sum(-1).tolist()
+        rewards = session.rewards_from_columns(non_tensor_batch, lengths)
+    else:
+        rewards = session.take_staged(index)
+    norm_by_std = bool(config.get("norm_adv_by_std_in_grpo", True)) if config is not None else True
+    adv, scale = session.advantages(rewards, index, norm_by_std=norm_by_std)
+    mask = response_mask.to(torch.float32)
+    tokens = torch.as_tensor(adv, dtype=torch.float32, device=mask.device).unsqueeze(-1) * mask
+    if session.config.aggregation == "normalize_then_sum":  # GDPO's last step; whitening undoes the scale: reapply
+        tokens = verl_F.masked_whiten(tokens, mask) * mask * scale
+    return tokens, tokens
+
+
+def register() -> None:
+    """Register ``moalign`` with verl and verl's per-objective estimators with moalign (idempotent)."""
+    from verl.trainer.ppo import core_algos
+
+    for name, verl_name in ESTIMATORS.items():
+        mo_advantages.ESTIMATORS.setdefault(f"verl_{name}", _per_objective(verl_name))
+    if core_algos.ADV_ESTIMATOR_REGISTRY.get(NAME) is not compute_moalign_advantage:
+        core_algos.register_adv_est(NAME)(compute_moalign_advantage)
