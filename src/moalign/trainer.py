@@ -32,11 +32,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import TrainerCallback
+from transformers import Trainer, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from . import weighting
 from .evaluation import eval_metric_name, evaluate_policy, normalised_point
+from .live_front import FrontTracker, log_front_table
 from .objectives import ScoreCountError, sanitize_scores
 from .rl.advantages import ESTIMATORS, compute_advantages, is_linear
 from .rl.gram import GramProbe, GramSkipped, gram_setup_problem, select_parameters
@@ -46,6 +47,7 @@ from .rundir import (
     append_jsonl,
     atomic_write_json,
     package_versions,
+    read_jsonl,
     read_state_file,
     set_aside_old_logs,
     sync_file,
@@ -410,7 +412,7 @@ class MOGRPOTrainer(GRPOTrainer):
         self._evaluator = None
         if eval_dataset is not None and (args.mo_eval_steps > 0 or ("validation" in needs and validation_dataset is None)):
             eval_split = eval_dataset if not isinstance(eval_dataset, dict) else next(iter(eval_dataset.values()))
-            self._evaluator = _Evaluator(self, eval_split, eval_split_name, args.mo_eval_size)
+            self._evaluator = _Evaluator(self, eval_split, eval_split_name, args.mo_eval_size, live=True)
         # Validation points (hypervolume strategy) come from their own split when one is given, as in the paper
         # (Math500 val for the meta-reward, test for reporting), so the reported split never steers training.
         self._validator = self._evaluator
@@ -425,6 +427,9 @@ class MOGRPOTrainer(GRPOTrainer):
         self._resumed_step: int | None = None
         self.extra_run_info: dict[str, Any] = {}  # e.g. {"data": ..., "model": ...} from `moalign train`
         self.add_callback(_MOCallback(self))
+        self._default_tensorboard_dir()
+        # First in line, so the front table reaches the loggers before their own on_train_end closes them.
+        self.callback_handler.callbacks.insert(0, _FrontTableCallback(self))
 
     # ------------------------------------------------------------------------------------------------------------
     # rewards and advantages
@@ -852,6 +857,20 @@ class MOGRPOTrainer(GRPOTrainer):
             self.load_moalign_state(read_state_file(checkpoint), source=Path(checkpoint) / STATE_FILE)
             self._resumed_step = int(Path(checkpoint).name.rsplit("-", 1)[-1]) if "-" in Path(checkpoint).name else None
 
+    def _default_tensorboard_dir(self) -> None:
+        """TensorBoard logs go to ``<run_dir>/tensorboard`` unless $TENSORBOARD_LOGGING_DIR says otherwise
+        (transformers' own default is ``./runs/<time>_<host>``, away from the run)."""
+        from transformers.integrations import TensorBoardCallback
+
+        for callback in self.callback_handler.callbacks:
+            if isinstance(callback, TensorBoardCallback) and callback.logging_dir is None:
+                callback.logging_dir = str(self.run_dir / "tensorboard")
+
+    def objectives_meta(self) -> list[dict[str, Any]]:
+        """The objectives as ``run.json`` records them (what ``moalign report`` computes fronts from)."""
+        return [{"name": o.name, "maximize": bool(getattr(o, "maximize", True)), "eval_metric": eval_metric_name(o),
+                 "params": params} for o, params in zip(self.objectives, self.objective_params)]
+
     def write_run_json(self) -> None:
         if not self.accelerator.is_main_process:
             return
@@ -860,14 +879,13 @@ class MOGRPOTrainer(GRPOTrainer):
             self.run_dir / "run.json",
             {
                 "config": config,
-                "objectives": [
-                    {"name": o.name, "maximize": bool(getattr(o, "maximize", True)), "eval_metric": eval_metric_name(o)}
-                    for o in self.objectives
-                ],
+                "objectives": self.objectives_meta(),
                 "strategy": {"name": self.strategy.name, "repr": repr(self.strategy),
                              "needs": sorted(self.strategy.needs)},
                 "advantage_estimator": self.args.advantage_estimator,
                 "seed": self.args.seed,
+                "pareto": {"space": "normalised", "reference_point": [0.0] * len(self.objectives),
+                           "split": self._evaluator.split if self._evaluator is not None else None},
                 "versions": package_versions(),
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 **self.extra_run_info,
@@ -878,10 +896,12 @@ class MOGRPOTrainer(GRPOTrainer):
 class _Evaluator:
     """Greedy evaluations during training: ``evals.jsonl`` lines and the hypervolume strategy's validation points."""
 
-    def __init__(self, trainer: MOGRPOTrainer, dataset, split: str, size: int | None):
+    def __init__(self, trainer: MOGRPOTrainer, dataset, split: str, size: int | None, live: bool = False):
         rows = [dict(r) for r in (dataset.select(range(min(size, len(dataset)))) if size else dataset)]
         self.trainer, self.rows, self.split = trainer, rows, split
         self._last: tuple[int, dict[str, Any]] | None = None
+        # The reported split's evaluations also go to the report_to loggers, with the front so far (live_front.py).
+        self.front = FrontTracker(trainer.objectives_meta(), trainer.max_completion_length, split) if live else None
 
     def evaluate(self, step: int) -> dict[str, Any]:
         """Greedy evaluation of the current policy. With several processes the main process evaluates and broadcasts
@@ -905,6 +925,12 @@ class _Evaluator:
         if t.accelerator.is_main_process:
             append_jsonl(t.run_dir / "evals.jsonl", {"step": step, "split": self.split, "metrics": metrics},
                          fsync=False)  # synced at every checkpoint
+            if self.front is not None:
+                # transformers' Trainer.log, not GRPOTrainer.log, which would flush TRL's per-step metrics early;
+                # its on_log clears control.should_log, which would drop TRL's own log of this step: keep it.
+                should_log = t.control.should_log
+                Trainer.log(t, self.front.add(step, metrics))
+                t.control.should_log = should_log
         return metrics
 
     def _run(self) -> dict[str, Any]:
@@ -924,6 +950,18 @@ class _Evaluator:
         return normalised_point(self.evaluate(step), self.trainer.objectives, self.trainer.max_completion_length)
 
 
+class _FrontTableCallback(TrainerCallback):
+    """At the end of training, the reported split's Pareto front goes to the loggers as a table."""
+
+    def __init__(self, trainer: MOGRPOTrainer):
+        self.trainer = trainer
+
+    def on_train_end(self, args, state, control, **kwargs):
+        evaluator = self.trainer._evaluator
+        if evaluator is not None and evaluator.front is not None:
+            log_front_table(self.trainer, *evaluator.front.front_table())
+
+
 class _MOCallback(TrainerCallback):
     """Hooks the trainer into the HF training loop at train begin/step end."""
 
@@ -937,6 +975,8 @@ class _MOCallback(TrainerCallback):
             # A resumed run continues the files: drop what the killed run wrote after its checkpoint.
             for name in ("steps.jsonl", "evals.jsonl"):
                 truncate_jsonl(t.run_dir / name, max_step=t._resumed_step)
+            if t._evaluator is not None and t._evaluator.front is not None:
+                t._evaluator.front.restore(read_jsonl(t.run_dir / "evals.jsonl"))
         elif t.accelerator.is_main_process:
             for old in set_aside_old_logs(t.run_dir):
                 logger.warning("%s already held a run's logs; kept them as %s (pass resume_from_checkpoint to "
