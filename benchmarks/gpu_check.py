@@ -7,12 +7,13 @@ What it measures, on a random-init Qwen3-1.7B-shaped model built locally (no dow
   fresh trainer each, the order reversed every other round (A B C, C B A, A B C), ``--warmup`` steps of each run
   dropped; ratios from steps paired by round and position, with their median, IQR and min-max;
 - the Gram probe's peak GPU memory (``torch.cuda.max_memory_allocated`` around ``GramProbe.accumulate``);
-- one ``hypervolume`` step (validation points, evaluated at every step);
+- one ``hypervolume`` step (validation points, evaluated at every step; ``--hypervolume-points train_batch`` for
+  the batch's rewards instead);
 - all of it under bf16 (bf16 weights, ``bf16=True``);
 - where vLLM imports, one ``use_vllm: true, vllm_mode: colocate`` step, with each objective's mean reward.
 
-    python benchmarks/gpu_check.py                     # one CUDA GPU, about 5 minutes
-    python benchmarks/gpu_check.py --dry-run           # the same code on CPU, tiny model, fp32 (CI)
+    python benchmarks/gpu_check.py --json gpu_check.json   # one CUDA GPU; estimated 5-6 minutes (not yet run)
+    python benchmarks/gpu_check.py --dry-run               # the same code on CPU, tiny model, fp32 (CI)
 
 Model: Qwen3-1.7B's published shape (hidden 2048, MLP 6144, 28 layers, 16 query / 8 KV heads of 128, tied
 embeddings, vocabulary 151,936), random weights saved with ``save_pretrained`` to a temporary directory, and the
@@ -165,20 +166,20 @@ class Memory:
         self.probes: list[dict] = []
         self._carry = 0
 
-    def _sync(self):
+    def sync(self):
         if self.cuda:
             torch.cuda.synchronize()
 
     def step_begin(self):
         if self.cuda:
-            self._sync()
+            self.sync()
             torch.cuda.reset_peak_memory_stats()
             self._carry = 0
 
     def step_peak_gib(self) -> float | None:
         if not self.cuda:
             return None
-        self._sync()
+        self.sync()
         return max(self._carry, torch.cuda.max_memory_allocated()) / 2**30
 
     @contextlib.contextmanager
@@ -187,14 +188,14 @@ class Memory:
             yield
             self.probes.append({"start_gib": None, "peak_gib": None, "extra_gib": None})
             return
-        self._sync()
+        self.sync()
         self._carry = max(self._carry, torch.cuda.max_memory_allocated())
         torch.cuda.reset_peak_memory_stats()
         start = torch.cuda.memory_allocated()
         try:
             yield
         finally:
-            self._sync()
+            self.sync()
             peak = torch.cuda.max_memory_allocated()
             self._carry = max(self._carry, peak)
             self.probes.append({"start_gib": start / 2**30, "peak_gib": peak / 2**30,
@@ -236,7 +237,7 @@ class StepRecorder(_StepTimer):
         super().on_step_begin(args, state, control, **kw)
 
     def on_step_end(self, args, state, control, **kw):
-        self.memory._sync()
+        self.memory.sync()
         super().on_step_end(args, state, control, **kw)
         self.peaks.append(self.memory.step_peak_gib())
 
@@ -283,14 +284,16 @@ def build_trainer(kind: str, opts, out: str, steps: int):
     strategy, params, extra = {
         "mogrpo_fixed": ("fixed", {}, {}),
         "mogrpo_gradient": ("gradient", {}, {}),
-        # the paper's point source: the policy's greedy score on a validation split, here evaluated at every step
-        "mogrpo_hypervolume": ("hypervolume", {"hv_eval_every": 1}, {"mo_validation_size": opts.batch}),
+        # validation points (the paper's): the policy's greedy score on a validation split, here at every step
+        "mogrpo_hypervolume": ("hypervolume", {"point_source": opts.hypervolume_points, "hv_eval_every": 1},
+                               {"mo_validation_size": opts.batch}),
         "mogrpo_vllm": ("fixed", {}, {}),
     }[kind]
     cfg = MOGRPOConfig(objectives=[o.name for o in objs], strategy=strategy, strategy_params=params,
                        advantage_estimator="grpo", **extra,
                        **trainer_kwargs(opts, out, steps, vllm=kind == "mogrpo_vllm"))
-    validation = _dataset(opts.batch) if kind == "mogrpo_hypervolume" else None
+    validation = _dataset(opts.batch) if kind == "mogrpo_hypervolume" and opts.hypervolume_points == "validation" \
+        else None
     return MOGRPOTrainer(model=opts.model_dir, args=cfg, train_dataset=_dataset(), objectives=objs,
                          validation_dataset=validation)
 
@@ -419,15 +422,19 @@ def parse_args(argv=None):
     p.add_argument("--dry-run", action="store_true", help="CPU, tiny model, fp32: the same code path, for CI")
     p.add_argument("--batch", type=int, help="completions per step (GPU 16, dry run 4)")
     p.add_argument("--generations", type=int, help="completions per prompt (GPU 8, dry run 2)")
-    p.add_argument("--completion-length", type=int, help="tokens per completion (GPU 128, dry run 12)")
+    p.add_argument("--completion-length", type=int, help="tokens per completion (GPU 128, dry run 8)")
     p.add_argument("--rounds", type=int, help="rounds of TRL / fixed / gradient runs (3)")
     p.add_argument("--warmup", type=int, help="steps dropped at the start of every run (1)")
     p.add_argument("--steps", type=int, help="timed steps per run (2): rounds x steps timed steps per configuration")
     p.add_argument("--hypervolume-steps", type=int, default=1, help="timed hypervolume steps (0 skips)")
+    p.add_argument("--hypervolume-points", choices=["validation", "train_batch"], default="validation",
+                   help="validation: a greedy evaluation of --batch prompts at every step (the paper's points); "
+                        "train_batch: the batch's mean rewards (no extra generation)")
     p.add_argument("--vllm-steps", type=int, default=1, help="vLLM colocate steps (0 skips)")
     p.add_argument("--vllm-gpu-memory-utilization", type=float, default=0.3, help="TRL's default")
     p.add_argument("--budget-s", type=float,
-                   help="skip the hypervolume and vLLM runs when they would end past this many seconds (GPU 450)")
+                   help="seconds from the start (GPU 460): a round, the hypervolume run or the vLLM run that would "
+                        "end later is not started (and said so in the JSON)")
     p.add_argument("--threads", type=int, help="torch CPU threads (dry run: 1)")
     p.add_argument("--json", default=None, help="also write the JSON here, after every phase (kept if killed)")
     opts = p.parse_args(argv)
@@ -454,7 +461,7 @@ def main(argv=None) -> int:
     json_out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     result = {"schema": "moalign-gpu-check/1", "mode": "dry-run" if opts.dry_run else "gpu", "ok": False,
-              "errors": []}
+              "errors": [], "warnings": []}
     try:
         check(opts, result)
     except Exception as exc:
@@ -510,6 +517,7 @@ def check(opts, result: dict) -> None:
         "completion_tokens": opts.completion_length, "rounds": opts.rounds, "warmup_steps_per_run": opts.warmup,
         "timed_steps_per_run": opts.steps, "bf16": cuda, "gradient_checkpointing": True,
         "objectives": [o.name for o in objectives()], "advantage_estimator": "grpo", "budget_s": opts.budget_s,
+        "hypervolume_points": opts.hypervolume_points,
     }
     with tempfile.TemporaryDirectory() as model_dir:
         opts.model_dir = model_dir
@@ -536,8 +544,8 @@ def compare(opts, memory: Memory, result: dict) -> None:
     started = time.perf_counter()
     for r in range(opts.rounds):
         if r and not fits(opts, (time.perf_counter() - started) / r):
-            result["errors"].append(f"time budget: stopped after {r} of {opts.rounds} rounds (--budget-s "
-                                    f"{opts.budget_s:.0f})")
+            result["warnings"].append(f"time budget: stopped after {r} of {opts.rounds} rounds (--budget-s "
+                                      f"{opts.budget_s:.0f})")
             break
         for kind in COMPARED if r % 2 == 0 else COMPARED[::-1]:
             res = run(kind, opts, memory, opts.warmup + opts.steps)
@@ -567,8 +575,9 @@ def hypervolume_step(opts, memory: Memory, result: dict) -> None:
     fixed = result["runs"]["mogrpo_fixed"]
     estimate = fixed["build_s"] + (opts.warmup + opts.hypervolume_steps) * 2 * fixed["step_s"]["median"]
     if not fits(opts, estimate):
-        result["runs"]["mogrpo_hypervolume"] = {
-            "skipped": f"time budget: ~{estimate:.0f} s more would pass --budget-s {opts.budget_s:.0f}"}
+        reason = f"time budget: ~{estimate:.0f} s more would pass --budget-s {opts.budget_s:.0f}"
+        result["runs"]["mogrpo_hypervolume"] = {"skipped": reason}
+        result["warnings"].append(f"hypervolume run skipped: {reason}")
         return
     res = run("mogrpo_hypervolume", opts, memory, opts.warmup + opts.hypervolume_steps)
     result["runs"]["mogrpo_hypervolume"] = summarise([res])
@@ -583,6 +592,7 @@ def vllm_step(opts, memory: Memory, result: dict) -> None:
     estimate = 120 + opts.vllm_steps * 2 * result["runs"]["mogrpo_fixed"]["step_s"]["median"]
     if reason is None and not fits(opts, estimate):
         reason = f"time budget: ~{estimate:.0f} s more would pass --budget-s {opts.budget_s:.0f}"
+        result["warnings"].append(f"vLLM run skipped: {reason}")
     if reason is not None:
         result["vllm"] = {"status": "skipped", "reason": reason}
         log(f"vLLM step skipped: {reason}")

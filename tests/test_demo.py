@@ -11,7 +11,8 @@ import warnings
 
 import pytest
 
-from moalign.demo import METHODS, DemoConfig, quiet_libraries
+from moalign._quiet import quiet_libraries
+from moalign.demo import METHODS, DemoConfig
 from moalign.rundir import read_jsonl
 
 # What leaks when transformers/TRL are left to print: per-run weight-loading bars, their warnings and advice.

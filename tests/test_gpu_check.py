@@ -138,3 +138,15 @@ def test_model_is_qwen3_1_7b_shaped_and_padded_tokenizer_round_trips(tmp_path):
     assert tok.decode(tok(text)["input_ids"]) == text
     assert tok.decode([299]) == "<t299>"  # every id the model can sample decodes
     assert Qwen3ForCausalLM.from_pretrained(tmp_path).config.vocab_size == 300
+
+
+@pytest.mark.slow
+def test_time_budget_stops_rounds_and_skips_the_hypervolume_run():
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--rounds", "2", "--steps", "1", "--warmup", "0",
+                           "--budget-s", "1"], capture_output=True, text=True, timeout=240, cwd=ROOT)
+    result = json.loads(proc.stdout)
+    assert proc.returncode == 0 and result["ok"], result["errors"]
+    assert result["runs"]["mogrpo_fixed"]["runs"] == 1  # the first round always runs; the second would overrun
+    assert "stopped after 1 of 2 rounds" in " ".join(result["warnings"])
+    assert result["runs"]["mogrpo_hypervolume"]["skipped"].startswith("time budget")
+    assert result["ratios"]["fixed_vs_trl"]["n"] == 1

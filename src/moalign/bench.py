@@ -111,14 +111,11 @@ def bench_methods(cfg: BenchConfig | None = None) -> list[tuple[str, str, dict[s
 def _train_one(job: dict[str, Any]) -> str:
     """One RL run (in a worker process). Returns its run directory."""
     import torch
-    from transformers.utils import logging as hf_logging
 
     from .data.synthetic import load_synthetic
     from .demo import train_synthetic_run
 
     torch.set_num_threads(job["threads"])
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
     cfg = BenchConfig(**job["cfg"])
     train_synthetic_run(
         label=job["label"], strategy=job["strategy"], params=job["params"], estimator=job["estimator"],
@@ -149,8 +146,6 @@ def _jobs(cfg: BenchConfig, model_dir: Path, out: Path) -> list[dict[str, Any]]:
 
 def run_bench(cfg: BenchConfig, progress: bool = True) -> Path:
     """Train every (estimator, method, seed) run, then write the tables; returns the path of ``bench.md``."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from .warmstart import warm_start
 
     out = Path(cfg.out)
@@ -159,24 +154,22 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> Path:
     model_dir = warm_start(progress=progress)
     jobs = _jobs(cfg, model_dir, out)
     todo = [j for j in jobs if not _complete(Path(j["run_dir"]), cfg)]
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    with Progress(*columns, disable=not progress) as bar:
-        task = bar.add_task(f"bench runs ({len(jobs) - len(todo)} already done)", total=len(jobs),
-                            completed=len(jobs) - len(todo))
+    with _RunProgress(total=len(jobs), done=len(jobs) - len(todo), enabled=progress) as bar:
         if cfg.workers == 1:
             for job in todo:
-                bar.update(task, description=f"bench: {job['name']}")
-                _train_one(job)
-                bar.advance(task)
+                bar.running(job)
+                bar.finished(job, _timed_run(job))
         else:
             import multiprocessing
 
-            with ProcessPoolExecutor(cfg.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-                futures = {pool.submit(_train_one, job): job for job in todo}
+            from ._quiet import libraries_quiet, quiet_worker
+
+            # a spawned worker starts with the libraries' defaults: it gets the command's choice (quiet or --verbose)
+            with ProcessPoolExecutor(cfg.workers, mp_context=multiprocessing.get_context("spawn"),
+                                     initializer=quiet_worker, initargs=(libraries_quiet(),)) as pool:
+                futures = {pool.submit(_timed_run, job): job for job in todo}
                 for fut in as_completed(futures):
-                    fut.result()  # re-raise a failed run here, with its traceback
-                    bar.update(task, description=f"bench: {futures[fut]['name']} done")
-                    bar.advance(task)
+                    bar.finished(futures[fut], fut.result())  # a failed run re-raises here, with its traceback
     wall = time.perf_counter() - started
     summary = summarize_bench([Path(j["run_dir"]) for j in jobs], cfg)
     summary["wall_seconds"] = wall
@@ -190,6 +183,80 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> Path:
         dirs = [Path(j["run_dir"]) for j in jobs if j["estimator"] == estimator]
         build_report(dirs, out / estimator / "report", split="test", extra_html=_html_tables(summary, estimator))
     return md
+
+
+def _timed_run(job: dict[str, Any]) -> float:
+    """:func:`_train_one`, returning its wall time in seconds."""
+    started = time.perf_counter()
+    _train_one(job)
+    return time.perf_counter() - started
+
+
+class _RunProgress:
+    """Progress of the bench's runs: one line per finished run (method, seed, HV, mode, times, ETA) and, on a
+    terminal, a rich bar under those lines. Elsewhere (a log file, CI) a bar would show nothing until the end."""
+
+    def __init__(self, total: int, done: int, enabled: bool):
+        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+
+        self.console = Console()
+        self.total, self.done, self.enabled = total, done, enabled
+        self.finished_here, self.started = 0, time.perf_counter()
+        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("ETA"), TimeRemainingColumn()]
+        self.bar = Progress(*columns, console=self.console, disable=not (enabled and self.console.is_terminal))
+        self.task = self.bar.add_task(f"bench runs ({done} already done)", total=total, completed=done)
+
+    def __enter__(self) -> _RunProgress:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.stop()
+
+    def running(self, job: dict[str, Any]) -> None:
+        self.bar.update(self.task, description=f"bench: {job['name']}")
+
+    def finished(self, job: dict[str, Any], seconds: float) -> None:
+        self.done += 1
+        self.finished_here += 1
+        elapsed = time.perf_counter() - self.started
+        eta = elapsed / self.finished_here * (self.total - self.done)  # this session's pace, all workers together
+        self.bar.update(self.task, advance=1, description=f"bench: {job['name']} done")
+        if self.enabled:
+            line = _progress_line(job, Path(job["run_dir"]), seconds, self.done, self.total, elapsed, eta)
+            self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def _progress_line(job: dict[str, Any], run_dir: Path, seconds: float, done: int, total: int, elapsed: float,
+                  eta: float) -> str:
+    """``[3/14] grpo gradient seed 101: HV 0.231 (step-by-step), run 1m12s | elapsed 4m05s, ETA 10m40s``: the HV of
+    the run's test-split front and the mode of its last evaluation, as in the bench's tables."""
+    from .evaluation import summarize_front
+    from .report import MODE_NAMES, load_run, run_mode
+
+    run = load_run(run_dir)
+    ev = run.evals_for("test")
+    if ev:
+        hv = summarize_front(ev, run.objectives, run.max_completion_length).hypervolume
+        mode = MODE_NAMES.get(run_mode(run, "test"))
+        result = f"HV {hv:.3f}" + (f" ({mode})" if mode else "")
+    else:
+        result = "no test evaluation"
+    return (f"[{done}/{total}] {job['estimator']} {job['label']} seed {job['seed']}: {result}, run {_clock(seconds)}"
+            f" | elapsed {_clock(elapsed)}, ETA {_clock(eta)}")
+
+
+def _clock(seconds: float) -> str:
+    """``38s``, ``4m05s``, ``1h02m``."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def _complete(run_dir: Path, cfg: BenchConfig) -> bool:
@@ -242,7 +309,7 @@ def paired_comparison(a: dict[int, float], b: dict[int, float], n_boot: int = 10
 def summarize_bench(run_dirs: Sequence[Path], cfg: BenchConfig) -> dict[str, Any]:
     """Per estimator: per-run front summaries, per-method means, Tables 1-3 as paired comparisons, mode shares."""
     from .evaluation import summarize_front
-    from .report import load_run
+    from .report import answer_mode, load_run
 
     runs: dict[str, dict[str, dict[int, dict[str, Any]]]] = {}
     for d in run_dirs:
@@ -256,7 +323,7 @@ def summarize_bench(run_dirs: Sequence[Path], cfg: BenchConfig) -> dict[str, Any
         last = max(ev, key=lambda e: e["step"])["metrics"]
         rec = {
             "hv": front.hypervolume, "steps_to_front": front.steps_to_front, "front_means": front.front_means,
-            "final": last, "mode": "steps" if last.get("clarity", 0.0) >= 0.5 else "direct",
+            "final": last, "mode": answer_mode(last),
             "weights_final": r.steps[-1]["weights"] if r.steps else None,
             "max_weight_shift": _max_weight_shift(r.steps),
             "r_pareto": [s["strategy"]["r_pareto"] for s in r.steps if "r_pareto" in s.get("strategy", {})],

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import functools
+import inspect
 import json
 import logging
 from pathlib import Path
@@ -12,12 +14,34 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ._quiet import command_output
+
 app = typer.Typer(
     help="Multi-objective RL alignment of language models with dynamic reward weighting.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
 console = Console()
+Verbose = Annotated[bool, typer.Option("--verbose", help="Also show the libraries' warnings, log lines and progress "
+                                       "bars (transformers, TRL, datasets...), hidden by default.")]
+
+
+def _own_output(level: int = logging.WARNING):
+    """Run a command with only its own output and moalign's log records from ``level`` up on the console; its
+    ``verbose`` parameter (``--verbose``) lets the libraries' warnings, logs and progress bars through too."""
+
+    def decorate(command):
+        if "verbose" not in inspect.signature(command).parameters:
+            raise TypeError(f"{command.__name__} needs a `verbose: Verbose = False` parameter")
+
+        @functools.wraps(command)  # typer reads the signature, --verbose included, through __wrapped__
+        def run(*args, **kwargs):
+            with command_output(kwargs.get("verbose", False), level):
+                return command(*args, **kwargs)
+
+        return run
+
+    return decorate
 
 
 def _fail(message: str) -> None:
@@ -66,6 +90,7 @@ def read_points(path: Path, columns: list[str] | None = None) -> tuple[list[str]
 
 
 @app.command("hv")
+@_own_output()
 def hv_command(
     file: Annotated[Path, typer.Argument(help="CSV (with header) or JSON file of points, one per row.")],
     ref: Annotated[list[str], typer.Option(help="Reference point, comma-separated (one value per objective).")],
@@ -73,6 +98,7 @@ def hv_command(
         list[str] | None, typer.Option(help="Columns to minimize (names or 0-based indices); others are maximized.")
     ] = None,
     columns: Annotated[list[str] | None, typer.Option(help="Columns to use (default: all).")] = None,
+    verbose: Verbose = False,
 ) -> None:
     """Hypervolume, front size and each point's exclusive contribution for a file of points."""
     import numpy as np
@@ -121,14 +147,15 @@ def hv_command(
     "train",
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
 )
+@_own_output(logging.INFO)
 def train_command(
     ctx: typer.Context,
     config: Annotated[Path | None, typer.Argument(help="YAML config; --key value flags override it.")] = None,
+    verbose: Verbose = False,
 ) -> None:
     """Train with MOGRPOTrainer from a YAML config (TRL's convention: YAML sets defaults, flags override)."""
     from .config import load_config
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         data_args, model_args, train_args = load_config(config, list(ctx.args))
     except (ValueError, FileNotFoundError) as exc:
@@ -161,11 +188,13 @@ def train_command(
 
 
 @app.command("eval")
+@_own_output()
 def eval_command(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by `moalign train`.")],
     split: Annotated[str, typer.Option(help="Dataset split to evaluate on.")] = "test",
     max_rows: Annotated[int | None, typer.Option(help="Evaluate only the first N rows.")] = None,
     batch_size: Annotated[int, typer.Option(help="Generation batch size.")] = 16,
+    verbose: Verbose = False,
 ) -> None:
     """Greedy evaluation of the initial policy and every checkpoint of a run -> evals.jsonl."""
     from .evaluation import evaluate_run
@@ -182,10 +211,12 @@ def eval_command(
 
 
 @app.command("report")
+@_own_output()
 def report_command(
     run_dirs: Annotated[list[Path], typer.Argument(help="One or more run directories.")],
     out: Annotated[Path | None, typer.Option(help="Output directory (default: <first run>/report).")] = None,
     split: Annotated[str | None, typer.Option(help="Only evaluations on this split (default: all).")] = None,
+    verbose: Verbose = False,
 ) -> None:
     """HTML report (fronts, weights, covariance, tables) + PNGs + summary.json."""
     from .report import build_report
@@ -200,8 +231,10 @@ def report_command(
 
 
 @app.command("warmstart")
+@_own_output()
 def warmstart_command(
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Train it again instead of using the shipped one.")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """SFT warm start of the tiny model on the synthetic task (shipped and cached; the demo uses it)."""
     from .warmstart import warm_start
@@ -212,17 +245,19 @@ def warmstart_command(
 
 
 @app.command("demo")
+@_own_output()
 def demo_command(
     quick: Annotated[bool, typer.Option("--quick", help="Smoke-size run (CI): a few steps per method.")] = False,
     steps: Annotated[int | None, typer.Option(help="RL steps per run.")] = None,
     seeds: Annotated[int, typer.Option(help="Seeds per method.")] = 1,
     out: Annotated[Path, typer.Option(help="Where the runs and the report go.")] = Path("runs/demo"),
     methods: Annotated[list[str] | None, typer.Option(help="Subset of methods (comma-separated).")] = None,
+    verbose: Verbose = False,
 ) -> None:
     """Warm start -> RL with fixed presets and dynamic strategies on the synthetic task -> evaluation -> report."""
-    from .demo import DemoConfig, run_demo
+    from .demo import DemoConfig, run_demo, seeds_note
+    from .report import MODE_NAMES
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     kwargs = {"quick": quick, "seeds": seeds, "out": str(out)}
     if steps is not None:
         kwargs["steps"] = steps
@@ -233,12 +268,21 @@ def demo_command(
     except ValueError as exc:
         _fail(str(exc))
         return
+    runs = json.loads((index.parent / "summary.json").read_text())["runs"]
+    table = Table()
+    for column in ("run", "normalised HV", "mode (last evaluation)"):
+        table.add_column(column, justify="left" if column == "run" else "right")
+    for name, run in runs.items():
+        table.add_row(name, f"{run['hypervolume']:.3f}", MODE_NAMES.get(run.get("mode"), "–"))
+    console.print(table)
+    console.print(seeds_note(seeds), markup=False)
     console.print(f"[green]report:[/] {index}")
     console.print(f"  runs:    {out}")
     console.print(f"  summary: {index.parent / 'summary.json'}")
 
 
 @app.command("bench")
+@_own_output()
 def bench_command(
     quick: Annotated[bool, typer.Option("--quick", help="Smoke-size bench (CI): 2 seeds, 4 steps, one estimator.")] = False,
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds, e.g. 100,101,102,103,104.")] = "100,101,102,103,104",
@@ -252,11 +296,11 @@ def bench_command(
     gradient_mu: Annotated[float | None, typer.Option(help="μ of the gradient method.")] = None,
     workers: Annotated[int, typer.Option(help="Runs trained in parallel (one process each).")] = 2,
     out: Annotated[Path, typer.Option(help="Where the runs, tables and reports go.")] = Path("runs/bench"),
+    verbose: Verbose = False,
 ) -> None:
     """Tables 1-3 of arXiv 2509.11452 on the embedded task: paired by seed, with bootstrap 95 % CIs."""
     from .bench import BenchConfig, run_bench
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         seed_list = [int(s) for s in _split_list([seeds])]
     except ValueError:
@@ -288,16 +332,17 @@ app.add_typer(experts_app, name="experts")
 
 
 @experts_app.command("train")
+@_own_output()
 def experts_train_command(
     config: Annotated[Path | None, typer.Argument(help="YAML experts config (default: one expert per objective).")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Smoke size: 4 RL steps per expert.")] = False,
     out: Annotated[Path | None, typer.Option(help="Run directory (overrides the config's `out`).")] = None,
     steps: Annotated[int | None, typer.Option(help="RL steps per expert (overrides the config).")] = None,
+    verbose: Verbose = False,
 ) -> None:
     """Train K LoRA experts on one base with MOGRPOTrainer (each with its objective emphasis and strategy)."""
     from .meta.experts import load_experts_config, train_experts
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         cfg = load_experts_config(config, quick=quick or None, out=str(out) if out else None, steps=steps)
         run = train_experts(cfg)
@@ -307,10 +352,12 @@ def experts_train_command(
     console.print(f"[green]experts run:[/] {run}")
     console.print(f"  manifest: {run / 'experts.json'}")
     for e in cfg.experts:
-        console.print(f"  {e.name}: adapter {run / e.name / 'adapter'}, logs {run / e.name / 'steps.jsonl'}")
+        console.print(f"  {e.name}: adapter {run / e.name / 'adapter'}, logs {run / e.name / 'steps.jsonl'}",
+                      soft_wrap=True)  # paths stay on one line
 
 
 @app.command("generate")
+@_own_output()
 def generate_command(
     experts: Annotated[Path, typer.Option(help="Experts run directory (`moalign experts train`).")],
     preference: Annotated[str, typer.Option(help="One weight per objective, e.g. 0.6,0.2,0.2.")],
@@ -319,6 +366,7 @@ def generate_command(
     gate: Annotated[bool, typer.Option("--gate", help="Let the trained gate (<experts>/gate.json) pick mixtures.")] = False,
     max_new_tokens: Annotated[int, typer.Option(help="Longest completion.")] = 64,
     out: Annotated[Path | None, typer.Option(help="Also write the completions to this JSONL file.")] = None,
+    verbose: Verbose = False,
 ) -> None:
     """Generate with the experts combined for a preference, chosen at inference time (no retraining)."""
     from .meta import MixtureGate, load_experts
@@ -352,6 +400,7 @@ def generate_command(
 
 
 @app.command("meta-eval")
+@_own_output()
 def meta_eval_command(
     experts: Annotated[Path, typer.Argument(help="Experts run directory.")],
     aggregation: Annotated[list[str] | None, typer.Option(help="Aggregations (default: parameter,logit,hidden).")] = None,
@@ -361,6 +410,7 @@ def meta_eval_command(
     gate_steps: Annotated[int, typer.Option(help="Online steps to train the gate (0: no gate).")] = 0,
     max_new_tokens: Annotated[int, typer.Option(help="Longest completion.")] = 64,
     out: Annotated[Path | None, typer.Option(help="Output directory (default: <experts>/meta_eval).")] = None,
+    verbose: Verbose = False,
 ) -> None:
     """Sweep preferences per aggregation, build the fronts, compare with single-policy runs (HV, IGD+, utility...)."""
     from .meta.evaluate import meta_eval

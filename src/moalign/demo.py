@@ -6,15 +6,14 @@ evaluation on the test split every few steps (step 0 included) -> ``moalign repo
 
 from __future__ import annotations
 
-import contextlib
+import html
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DemoConfig", "METHODS", "run_demo"]
+__all__ = ["DemoConfig", "METHODS", "run_demo", "seeds_note"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,44 +62,15 @@ class DemoConfig:
             raise ValueError(f"--steps and --seeds must be >= 1, got {self.steps} and {self.seeds}")
 
 
-_LIBRARY_MODULES = r"(transformers|trl|accelerate|datasets|peft)(\.|$)"
-
-
-@contextlib.contextmanager
-def quiet_libraries() -> Iterator[None]:
-    """Only errors from transformers, datasets and TRL, and none of their progress bars, while the demo runs.
-
-    The demo shows its own progress bar; the per-run "Loading weights" bars and the libraries' advice (aimed at a
-    user who configured a trainer by hand) would bury it. Uses the libraries' own logging and progress-bar switches
-    and restores them after. Python warnings are ignored only when issued from inside those libraries (their
-    deprecation notices, e.g. TRL calling transformers' ``gradient_checkpointing_*``), which their logging switches
-    do not reach; warnings from moalign or user code still show.
-    """
-    import warnings
-
-    import datasets
-    import transformers
-
-    tf_log, ds_log = transformers.utils.logging, datasets.utils.logging
-    saved = (tf_log.get_verbosity(), tf_log.is_progress_bar_enabled(), ds_log.get_verbosity(),
-             datasets.is_progress_bar_enabled(), logging.getLogger("trl").level)
-    tf_log.set_verbosity_error()
-    tf_log.disable_progress_bar()
-    ds_log.set_verbosity_error()
-    datasets.disable_progress_bars()
-    logging.getLogger("trl").setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", module=_LIBRARY_MODULES)
-            yield
-    finally:
-        tf_log.set_verbosity(saved[0])
-        if saved[1]:
-            tf_log.enable_progress_bar()
-        ds_log.set_verbosity(saved[2])
-        if saved[3]:
-            datasets.enable_progress_bars()
-        logging.getLogger("trl").setLevel(saved[4])
+def seeds_note(seeds: int) -> str:
+    """What the demo's runs can and cannot show (its terminal output and report say it)."""
+    head = ("One seed per method cannot rank the methods" if seeds == 1
+            else f"{seeds} seeds per method are too few to rank the methods")
+    return (f"{head}: a run's outcome changes with its seed as much as with its method. On the default task outcomes "
+            "are bimodal (a run either settles into step-by-step answers, clear, long and more accurate, or collapses "
+            "to short direct ones), so one run's hypervolume says more about its mode than about its method. To "
+            "compare methods, run `moalign bench` (5 seeds, differences paired by seed with bootstrap 95 % CIs); its "
+            "tables are in docs/BENCHMARKS.md.")
 
 
 def train_synthetic_run(
@@ -163,12 +133,10 @@ def _train_one(label, strategy, params, estimator, seed, model_dir, splits, cfg:
 
 
 def run_demo(cfg: DemoConfig, progress: bool = True) -> Path:
-    """Run the whole demo; returns the path of the report's ``index.html``."""
-    with quiet_libraries():
-        return _run_demo(cfg, progress)
+    """Run the whole demo; returns the path of the report's ``index.html``.
 
-
-def _run_demo(cfg: DemoConfig, progress: bool) -> Path:
+    The libraries' warnings and bars follow their own settings here; ``moalign demo`` hides them (``moalign._quiet``).
+    """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .data.synthetic import load_synthetic
@@ -193,6 +161,7 @@ def _run_demo(cfg: DemoConfig, progress: bool) -> Path:
             _train_one(label, strategy, params, estimator, seed, model_dir, splits, cfg, run_dir)
             run_dirs.append(run_dir)
             bar.advance(task)
-    index = build_report(run_dirs, out / "report", split="test")
+    note = html.escape(seeds_note(cfg.seeds)).replace("`moalign bench`", "<code>moalign bench</code>")
+    index = build_report(run_dirs, out / "report", split="test", extra_html=f"<p><b>{note}</b></p>")
     logger.info("demo finished in %.0f s", time.perf_counter() - started)
     return index

@@ -16,7 +16,12 @@ import numpy as np
 from ..evaluation import FrontSummary, coverage, eval_matrix, metric_space, summarize_front
 from ..rundir import atomic_write_json, read_jsonl
 
-__all__ = ["RunData", "load_run", "build_report"]
+__all__ = ["RunData", "answer_mode", "axis_label", "load_run", "build_report", "run_mode"]
+
+# Outcomes of the embedded task are bimodal (moalign bench): a run settles into step-by-step answers or collapses to
+# direct ones. Its last evaluation's clarity (share of completions with step markers) tells which.
+STEP_BY_STEP_CLARITY = 0.5
+MODE_NAMES = {"steps": "step-by-step", "direct": "direct"}
 
 
 class RunData:
@@ -39,6 +44,34 @@ def load_run(path: str | Path) -> RunData:
         raise FileNotFoundError(f"{path} is not a run directory (no run.json); pass the run_dir of a moalign run")
     meta = json.loads((path / "run.json").read_text())
     return RunData(path, meta, read_jsonl(path / "steps.jsonl"), read_jsonl(path / "evals.jsonl"))
+
+
+def answer_mode(metrics: dict[str, Any]) -> str | None:
+    """``"steps"`` if an evaluation's clarity is at least 0.5 (step-by-step answers), else ``"direct"``; None when
+    it has no clarity metric.
+
+    >>> answer_mode({"clarity": 0.5}), answer_mode({"clarity": 0.1}), answer_mode({"accuracy": 1.0})
+    ('steps', 'direct', None)
+    """
+    if "clarity" not in metrics:
+        return None
+    return "steps" if metrics["clarity"] >= STEP_BY_STEP_CLARITY else "direct"
+
+
+def run_mode(run: RunData, split: str | None) -> str | None:
+    """:func:`answer_mode` of the run's last evaluation on ``split`` (None without evaluations or clarity)."""
+    ev = run.evals_for(split)
+    return answer_mode(max(ev, key=lambda e: e["step"])["metrics"]) if ev else None
+
+
+def axis_label(metric: str, maximize: bool) -> str:
+    """An axis title that says the unit (length) and which way is better.
+
+    >>> axis_label("length", False), axis_label("accuracy", True)
+    ('length (tokens, lower is better)', 'accuracy (higher is better)')
+    """
+    unit = "tokens, " if metric == "length" else ""
+    return f"{metric} ({unit}{'higher' if maximize else 'lower'} is better)"
 
 
 def _png(fig, path: Path) -> str:
@@ -85,8 +118,8 @@ def _front_plots(runs: list[RunData], fronts: dict[str, FrontSummary], split: st
             ax.step(front[:, 0], front[:, 1], where="pre" if space[i][1] else "post", color=color,
                     alpha=0.85, marker="o", ms=4, label=None if method in labelled else method)
             labelled.add(method)
-        ax.set_xlabel(f"{metrics[i]} ({'max' if space[i][1] else 'min'})")
-        ax.set_ylabel(f"{metrics[j]} ({'max' if space[j][1] else 'min'})")
+        ax.set_xlabel(axis_label(*space[i]))
+        ax.set_ylabel(axis_label(*space[j]))
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.suptitle("Pareto fronts of each run's evaluated checkpoints, per pair of metrics (dots: all evaluations)")
@@ -102,9 +135,9 @@ def _front_plots(runs: list[RunData], fronts: dict[str, FrontSummary], split: st
                 ax.scatter(f[:, 0], f[:, 1], f[:, 2], color=color_of[method],
                            label=None if method in labelled else method)
                 labelled.add(method)
-        ax.set_xlabel(metrics[0])
-        ax.set_ylabel(metrics[1])
-        ax.set_zlabel(metrics[2])
+        ax.set_xlabel(axis_label(*space[0]))
+        ax.set_ylabel(axis_label(*space[1]))
+        ax.set_zlabel(axis_label(*space[2]))
         ax.legend(fontsize=8)
         images.append(("fronts3d.png", _png(fig, out / "fronts3d.png")))
     return images
@@ -119,7 +152,7 @@ def _method_colors(runs: list[RunData]) -> dict[str, str]:
     return {m: colors[i % len(colors)] for i, m in enumerate(methods)}
 
 
-def _series_plot(runs: list[RunData], key: str, title: str, out: Path, filename: str):
+def _series_plot(runs: list[RunData], key: str, title: str, ylabel: str, out: Path, filename: str):
     import matplotlib.pyplot as plt
 
     names = [o["name"] for o in runs[0].objectives]
@@ -137,13 +170,14 @@ def _series_plot(runs: list[RunData], key: str, title: str, out: Path, filename:
                 labelled.add(method)
                 plotted = True
         ax.set_title(name)
-        ax.set_xlabel("step")
+        ax.set_xlabel("RL step")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
-    fig.suptitle(title, y=1.04)  # above the per-objective subplot titles
     if not plotted:
         plt.close(fig)
         return None
+    axes[0][0].set_ylabel(ylabel)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title, y=1.04)  # above the per-objective subplot titles
     return (filename, _png(fig, out / filename))
 
 
@@ -201,10 +235,11 @@ def build_report(run_dirs: list[str | Path], out: str | Path, split: str | None 
         )
     images = _front_plots(runs, fronts, split, out)
     for item in (
-        _series_plot(runs, "weights", "Objective weights per step", out, "weights.png"),
-        _series_plot(runs, "covariance", "Within-prompt covariance of each reward with the advantage", out,
-                     "covariance.png"),
-        _series_plot(runs, "rewards", "Mean training reward per step", out, "rewards.png"),
+        _series_plot(runs, "weights", "Objective weights per step", "weight", out, "weights.png"),
+        _series_plot(runs, "covariance", "Within-prompt covariance of each reward with the advantage",
+                     "covariance with the advantage", out, "covariance.png"),
+        _series_plot(runs, "rewards", "Mean training reward per step", "mean reward (higher is better)", out,
+                     "rewards.png"),
         _r_pareto_plot(runs, out),
     ):
         if item:
@@ -219,7 +254,8 @@ def build_report(run_dirs: list[str | Path], out: str | Path, split: str | None 
     summary = {
         "split": split,
         "methods": method_table(runs, fronts),
-        "runs": {r.name: {"path": str(r.path), "strategy": r.strategy, **fronts[r.name].to_dict()}
+        "runs": {r.name: {"path": str(r.path), "strategy": r.strategy, **fronts[r.name].to_dict(),
+                          "mode": run_mode(r, split)}
                  for r in runs if r.name in fronts},
         "coverage": dominance,
     }
@@ -263,17 +299,23 @@ def method_table(runs: list[RunData], fronts: dict[str, FrontSummary]) -> dict[s
 
 def _html(runs, fronts, dominance, images, split, extra_html: str = "") -> str:
     metrics = next(iter(fronts.values())).metrics
+    modes = {r.name: run_mode(r, split) for r in runs if r.name in fronts}
+    show_mode = any(modes.values())
     rows = []
     for r in runs:
         if r.name not in fronts:
             continue
         f = fronts[r.name]
         cells = "".join(f"<td>{f.front_means[m]:.3f}</td>" for m in metrics)
+        mode = f"<td>{MODE_NAMES.get(modes[r.name], '–')}</td>" if show_mode else ""
         rows.append(
             f"<tr><td>{html.escape(r.name)}</td><td>{html.escape(r.strategy)}</td><td>{f.hypervolume:.4f}</td>"
-            f"{cells}<td>{f.steps_to_front:.1f}</td><td>{len(f.steps)}</td></tr>"
+            f"{cells}<td>{f.steps_to_front:.1f}</td><td>{len(f.steps)}</td>{mode}</tr>"
         )
     head = "".join(f"<th>front mean {html.escape(m)}</th>" for m in metrics)
+    mode_head = "<th>mode (last evaluation)</th>" if show_mode else ""
+    mode_text = (f" Mode = step-by-step when the run's last evaluation has clarity ≥ {STEP_BY_STEP_CLARITY} (most "
+                 "answers show their steps), else direct." if show_mode else "")
     cov_rows = "".join(
         f"<tr><td>{html.escape(a)}</td>" + "".join(
             f"<td>{dominance[a][b]:.2f}</td>" if b != a else "<td>–</td>" for b in fronts
@@ -292,8 +334,9 @@ img{{max-width:100%}}figure{{margin:1em 0}}</style></head><body>
 <h1>moalign report</h1>
 <p>Split: {html.escape(str(split or 'all'))}. Front = non-dominated evaluations of each run. Hypervolume in the
 normalised space (accuracy and clarity as they are, length as 1 − length/max_completion_length, reference point at
-the origin). Steps to front = mean step of the front's points (Table 3 of arXiv 2509.11452).</p>
-<table><tr><th>run</th><th>strategy</th><th>normalised HV</th>{head}<th>steps to front</th><th>front size</th></tr>
+the origin). Steps to front = mean step of the front's points (Table 3 of arXiv 2509.11452).{mode_text}</p>
+<table><tr><th>run</th><th>strategy</th><th>normalised HV</th>{head}<th>steps to front</th><th>front size</th>
+{mode_head}</tr>
 {''.join(rows)}</table>
 {_method_html(method_table(runs, fronts), metrics)}
 {extra_html}
