@@ -412,7 +412,7 @@ def vllm_unavailable(cuda: bool) -> str | None:
     from trl.import_utils import is_vllm_available
 
     if not is_vllm_available():
-        return "TRL's is_vllm_available() is False for the installed vllm (version TRL does not support)"
+        return "TRL does not find vllm (trl.import_utils.is_vllm_available() is False)"
     return None
 
 
