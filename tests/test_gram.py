@@ -298,3 +298,48 @@ def test_two_process_ddp_trainer_gram_is_the_gram_of_trls_global_gradients(tmp_p
     result = json.loads(out.read_text())
     assert min(result["adv_std"]) > 0.01  # every objective's advantages vary on rank 0
     np.testing.assert_allclose(result["gram"], result["brute"], rtol=1e-5, atol=1e-10)
+
+
+@register("_test_gram_record")
+class _GramRecorder(WeightingStrategy):
+    """Keeps its (uniform) weights and records every Gram matrix it is given."""
+
+    needs = frozenset({"gram"})
+    seen: list = []
+
+    def before_update(self, stats):
+        self.seen.append(np.array(stats.gram))
+
+
+def _checkpointed_step(tmp_path, checkpointing: bool):
+    """One gradient-strategy step of the 3-layer tiny model probing layer 1; returns (trainer, grad-enabled forward
+    calls of each decoder layer's attention, counted over the step: the forward and every recomputation)."""
+    from test_trainer import _trainer
+
+    _GramRecorder.seen.clear()
+    t = _trainer(tmp_path, layers=3, strategy="_test_gram_record", max_steps=1, gram_layers="1", bf16=False,
+                 gradient_checkpointing=checkpointing, gradient_checkpointing_kwargs={"use_reentrant": False})
+    calls = [0, 0, 0]
+    for i, layer in enumerate(t.model.model.layers):
+        def count(*_, i=i):
+            calls[i] += torch.is_grad_enabled()  # generation and evaluation run without grad
+        layer.self_attn.register_forward_hook(count)
+    t.train()
+    return t, calls, _GramRecorder.seen[-1]
+
+
+def test_checkpointed_probe_recomputes_only_the_layers_below_the_probed_ones(tmp_path):
+    """Under activation checkpointing, the one-pass Gram probe keeps the activations of the layers from the lowest
+    probed one upward for its forward, so neither its backward nor the update's recomputes them: layer 0 runs twice
+    (forward, recomputed by the update's backward), layers 1-2 once. Before, layers 1-2 ran three times (the probe's
+    backward recomputed them, then the update's). The Gram and the updated parameters equal those without checkpointing."""
+    on, calls, gram_on = _checkpointed_step(tmp_path / "on", checkpointing=True)
+    assert on._gram_one_pass
+    assert calls == [2, 1, 1]
+    assert all(layer.gradient_checkpointing for layer in on.model.model.layers)  # restored after the forward
+    off, calls_off, gram_off = _checkpointed_step(tmp_path / "off", checkpointing=False)
+    assert calls_off == [1, 1, 1]
+    assert np.abs(gram_on).max() > 0
+    np.testing.assert_allclose(gram_on, gram_off, rtol=1e-5, atol=1e-12)
+    for (name, p_on), p_off in zip(on.model.named_parameters(), off.model.parameters()):
+        torch.testing.assert_close(p_on, p_off, rtol=1e-5, atol=1e-6, msg=name)

@@ -68,6 +68,16 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList | None:
     return best
 
 
+def _layers_from_lowest_probed(model: nn.Module, probed: set[int]) -> list[nn.Module]:
+    """The decoder layers from the lowest one that holds a probed module up to the top: those the probe's
+    backward from the log-probabilities passes through (empty when no probed module is in a decoder layer)."""
+    stack = decoder_layers(model)
+    if stack is None:
+        return []
+    holding = [i for i, layer in enumerate(stack) if any(id(m) in probed for m in layer.modules())]
+    return list(stack[min(holding):]) if holding else []
+
+
 def _parse_layers(spec: str | Sequence[int], n_layers: int) -> list[int]:
     if isinstance(spec, str):
         ids: list[int] = []
@@ -276,6 +286,7 @@ class GramProbe:
         if missing:
             raise ValueError(f"parameters {sorted(wanted[i] for i in missing)[:3]} are not parameters of the model")
         self.numel = sum(_full_numel(getattr(m, n)) for m, names in self.modules for n in names)
+        self._upper_layers = _layers_from_lowest_probed(model, {id(m) for m, _ in self.modules})
         self._capturing = False
         self._calls: list[_Call] = []
         self._handles: list = []
@@ -296,11 +307,21 @@ class GramProbe:
         if not self._handles:
             for module, _ in self.modules:
                 self._handles.append(module.register_forward_hook(self._hook, with_kwargs=True))
+        # Under activation checkpointing the probe's backward (log-probs -> probed modules) would recompute every
+        # checkpointed layer above the probed ones, and the update's backward, on the same forward, would recompute
+        # them again. This forward keeps those layers' activations instead, so both backwards share them and only
+        # the layers below are recomputed (once, by the update). The cost is their activation memory until the
+        # update's backward frees it (docs/trainer.md, "Gram probe under activation checkpointing").
+        unchecked = [layer for layer in self._upper_layers if getattr(layer, "gradient_checkpointing", False)]
+        for layer in unchecked:
+            layer.gradient_checkpointing = False
         self._capturing = True
         try:
             yield
         finally:
             self._capturing = False
+            for layer in unchecked:
+                layer.gradient_checkpointing = True
 
     def remove_hooks(self) -> None:
         for h in self._handles:
