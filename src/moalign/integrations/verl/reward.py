@@ -7,7 +7,8 @@ Here each objective's score is one key, named after the objective; ``"score"`` i
 logs use (the moalign estimator weighs the columns).
 
 Length objectives (``conciseness``: a running mean of lengths) are not scored here but in the driver, from verl's
-response mask, so that their state is a single checkpointed state (docs/verl.md). This module imports moalign only.
+response mask, so that their state is a single checkpointed state (docs/verl.md). This module imports moalign only,
+by absolute imports: verl loads ``reward.custom_reward_function.path`` as a file, outside its package.
 """
 
 from __future__ import annotations
@@ -16,9 +17,8 @@ import json
 import math
 from typing import Any
 
-from ...evaluation import eval_metric_name
-from ...objectives import Objective, build_objectives
-from ...objectives.base import objective_spec_json
+from moalign.evaluation import eval_metric_name
+from moalign.objectives import Objective, build_objectives, objective_spec_json
 
 __all__ = ["DEFAULT_OBJECTIVES", "compute_score", "text_objectives"]
 
