@@ -405,9 +405,12 @@ def test_objective_returning_wrong_number_of_scores_is_a_clear_error(tmp_path):
 
 def test_two_objectives_with_the_same_name_are_rejected(tmp_path):
     model, tok = tiny_model_and_tokenizer(seed=0, num_hidden_layers=2)
-    args = _args(tmp_path, objectives=["accuracy", "_reliability_helpers:reward", "_reliability_helpers:Other.reward"])
-    with pytest.raises(ValueError, match="reward"):
-        MOGRPOTrainer(model=model, args=args, train_dataset=_dataset(), processing_class=tok)
+    with pytest.raises(ValueError, match=r"objectives has duplicates: \['reward'\]"):  # the config itself refuses them
+        _args(tmp_path, objectives=["accuracy", "_reliability_helpers:reward", "_reliability_helpers:Other.reward"])
+    with pytest.raises(ValueError, match="reward"):  # so does the trainer, for objectives passed to it
+        MOGRPOTrainer(model=model, args=_args(tmp_path, objectives=None), train_dataset=_dataset(),
+                      processing_class=tok, objectives=["accuracy", "_reliability_helpers:reward",
+                                                        "_reliability_helpers:Other.reward"])
 
 
 # ======================================================================================================================

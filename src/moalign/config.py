@@ -4,6 +4,9 @@
   ``--strategy_params '{preset: balanced}'`` and ``--learning_rate 1e-6`` work; ``--strategy_params.mu 1e-4`` sets
   one nested key).
 * An ``env:`` mapping sets environment variables before anything is loaded.
+* ``objectives`` entries are registry names, ``module:callable`` paths or ``{name: ..., <parameter>: ...}``
+  mappings; every entry is built while the config is checked, so an unknown name or parameter is reported before
+  any model is loaded.
 * Keys are split between :class:`DataArguments`, TRL's ``ModelConfig`` (model id, dtype, LoRA) and
   :class:`~moalign.trainer.MOGRPOConfig` (every ``GRPOConfig`` field plus moalign's); an unknown key is an error
   that lists it with the closest valid names.
@@ -209,9 +212,11 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
     except TypeError as exc:
         raise ValueError(f"invalid config: {exc}") from exc
     from . import weighting
+    from .objectives import objective_label
 
-    needs = getattr(weighting.build(train_args.strategy, len(train_args.objectives), list(train_args.objectives),
-                                    **train_args.strategy_params), "needs", ())
+    labels = [objective_label(o) for o in train_args.objectives]
+    strategy = weighting.build(train_args.strategy, len(labels), labels, **train_args.strategy_params)
+    needs = getattr(strategy, "needs", ())
     if "validation" in needs and not data_args.dataset_eval_split:
         raise ValueError(
             f"strategy {train_args.strategy!r} takes its Pareto points from greedy evaluations of an eval_dataset, "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,8 +37,11 @@ __all__ = [
     "metric_space",
     "normalise_metrics",
     "normalised_point",
+    "run_objectives",
     "summarize_front",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 def eval_metric_name(objective) -> str:
@@ -260,6 +264,35 @@ def load_initial_policy(run_dir: str | Path, meta: dict[str, Any]):
                                      DataArguments(**meta["data"]), seed=int(meta.get("seed", 0)))
 
 
+def run_objectives(meta: dict[str, Any], warn: bool = True) -> list:
+    """A run's objectives rebuilt from its ``run.json``, with the parameters it recorded.
+
+    ``config.objectives`` holds each entry as the run was configured: a registry name, a ``module:callable`` path or
+    ``{name: ..., <parameter>: ...}``, so ``{name: conciseness, max_tokens: 512}`` comes back with its budget. Runs
+    written before objectives had parameters hold names only, which still load. An objective that was passed to the
+    trainer as an object (``params`` null in ``run.json``'s ``objectives``) is rebuilt from its name with default
+    parameters, with a warning.
+    """
+    from .objectives import build_objectives
+
+    specs = meta.get("config", {}).get("objectives")
+    if not specs:
+        raise ValueError("run.json records no config.objectives; it was not written by moalign's trainer")
+    recorded = meta.get("objectives") or []
+    unknown = [o["name"] for o in recorded if "params" in o and o["params"] is None]
+    if unknown and warn:
+        logger.warning("objective(s) %s were passed to the trainer as objects, so run.json does not record their "
+                       "parameters; they are rebuilt from their names with default parameters", unknown)
+    objectives = build_objectives(specs, field="run.json config.objectives")
+    names = [o["name"] for o in recorded]
+    if names and names != [o.name for o in objectives]:
+        raise ValueError(
+            f"run.json config.objectives {specs} rebuild objectives named {[o.name for o in objectives]}, but the run "
+            f"recorded {names}"
+        )
+    return objectives
+
+
 def evaluate_run(
     run_dir: str | Path,
     split: str = "test",
@@ -276,11 +309,11 @@ def evaluate_run(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .objectives import build_objective
     from .rundir import append_jsonl, read_jsonl, read_state_file
 
     run_dir = Path(run_dir)
     meta, rows = load_run_rows(run_dir, split, max_rows)
+    run_objectives(meta)  # an objective that cannot be rebuilt fails before any model is loaded
     config = meta["config"]
     max_new = int(config.get("max_completion_length") or 256)
     done = {(int(e["step"]), e.get("split")) for e in read_jsonl(run_dir / "evals.jsonl")}
@@ -298,7 +331,7 @@ def evaluate_run(
     with Progress(disable=not progress) as bar:
         task = bar.add_task(f"evaluating {run_dir.name} on {split}", total=len(todo) * len(rows))
         for step, path in todo:
-            objectives = [build_objective(name) for name in config["objectives"]]
+            objectives = run_objectives(meta, warn=False)  # fresh per checkpoint, which loads its own state below
             if path is None:
                 model, tok = load_initial_policy(run_dir, meta)
             else:

@@ -53,7 +53,7 @@ from .rundir import (
     sync_file,
     truncate_jsonl,
 )
-from .rl.step import StepRecord, StepSkipped, finish_step, weigh_step
+from .rl.step import AGGREGATIONS, StepRecord, StepSkipped, finish_step, weigh_step
 from .weighting.base import StepStats
 
 __all__ = ["DEFAULT_OBJECTIVES", "MOGRPOConfig", "MOGRPOTrainer"]
@@ -230,6 +230,11 @@ class MOGRPOConfig(GRPOConfig):
                 )
 
     def _check_common(self) -> None:
+        if self.multi_objective_aggregation not in AGGREGATIONS:
+            raise ValueError(
+                f"multi_objective_aggregation must be one of {', '.join(AGGREGATIONS)}, but got "
+                f"{self.multi_objective_aggregation!r} (mo_grpo is normalize_then_sum without the final whitening)"
+            )
         if self.mo_validation_size is not None and self.mo_validation_size < 1:
             raise ValueError(f"mo_validation_size must be >= 1 (or null for all rows), but got {self.mo_validation_size}")
         if self.mo_eval_steps < 0:
@@ -388,6 +393,11 @@ class MOGRPOTrainer(GRPOTrainer):
         )
         # TRL validates reward_weights against reward_funcs; we drive them ourselves each step.
         self.reward_weights = torch.tensor(self.strategy.weights(), dtype=torch.float32)
+        # moalign's aggregation (rl.step); TRL still computes advantages of its own, which moalign replaces, and knows
+        # only its two aggregations, so mo_grpo reaches TRL as the GDPO it differs from by one scale per step.
+        self._aggregation = args.multi_objective_aggregation
+        if self._aggregation == "mo_grpo":
+            self.multi_objective_aggregation = "normalize_then_sum"
 
         needs = self.strategy.needs
         self._gram_probe: GramProbe | None = None  # built on the wrapped model at the first step (_gram_probe_now)
@@ -517,7 +527,7 @@ class MOGRPOTrainer(GRPOTrainer):
         adv, record = weigh_step(
             batch.rewards, self.strategy, num_generations=self.num_generations,
             estimator=self.args.advantage_estimator, scale_rewards=self.scale_rewards,
-            aggregation=self.multi_objective_aggregation, step=probed.step, lr=probed.lr,
+            aggregation=self._aggregation, step=probed.step, lr=probed.lr,
             gram=gram if self._gram_wanted else None,
         )
         if record.skip_reason is not None:

@@ -33,6 +33,7 @@ gold first.
 
 from __future__ import annotations
 
+import numbers
 import re
 import threading
 from typing import Any
@@ -219,10 +220,11 @@ class Accuracy(Objective):
         super().__init__()
         if not isinstance(answer_column, str) or not answer_column:
             raise ValueError(f"answer_column must be a non-empty column name, but got {answer_column!r}")
-        if not timeout_s > 0:
-            raise ValueError(f"timeout_s must be positive, but got {timeout_s}")
-        if int(max_answer_chars) < 1:
-            raise ValueError(f"max_answer_chars must be positive, but got {max_answer_chars}")
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, numbers.Real) or not timeout_s > 0:
+            raise ValueError(f"timeout_s must be positive, but got {timeout_s!r}; give a number of seconds")
+        if (isinstance(max_answer_chars, bool) or not isinstance(max_answer_chars, numbers.Real)
+                or int(max_answer_chars) != max_answer_chars or max_answer_chars < 1):
+            raise ValueError(f"max_answer_chars must be a positive integer, but got {max_answer_chars!r}")
         self.answer_column = answer_column
         self.timeout_s = float(timeout_s)
         self.max_answer_chars = int(max_answer_chars)

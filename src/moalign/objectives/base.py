@@ -20,11 +20,12 @@ Objectives are small callable classes, not closures, so that they pickle into wo
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 __all__ = [
@@ -35,8 +36,12 @@ __all__ = [
     "as_objective",
     "available_objectives",
     "build_objective",
+    "build_objectives",
     "completion_text",
     "get_objective",
+    "objective_label",
+    "objective_params",
+    "objective_spec_json",
     "register_objective",
     "sanitize_scores",
 ]
@@ -274,17 +279,38 @@ def available_objectives() -> list[str]:
     return sorted(OBJECTIVES)
 
 
+def _accepted_parameters(target: Any) -> tuple[list[str], bool]:
+    """``(named parameters, takes **kwargs)`` of a class's constructor."""
+    params = inspect.signature(target).parameters.values()
+    named = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return named, any(p.kind is p.VAR_KEYWORD for p in params)
+
+
 def _instantiate(target: Any, label: str, kwargs: dict[str, Any]) -> Objective:
     if isinstance(target, type):
+        named, open_ended = _accepted_parameters(target)
+        unknown = [] if open_ended else sorted(k for k in kwargs if k not in named)
+        if unknown:
+            hints = [m for k in unknown for m in difflib.get_close_matches(k, named, n=1)]
+            raise ValueError(
+                f"objective {label!r} does not accept {unknown}"
+                + (f" (did you mean {', '.join(hints)}?)" if hints else "")
+                + f"; its parameters are: {', '.join(named) or 'none'}"
+            )
         try:
             inspect.signature(target).bind(**kwargs)
-        except TypeError as exc:
-            accepted = [p for p in inspect.signature(target).parameters if p not in ("self", "args", "kwargs")]
+        except TypeError as exc:  # a required parameter is missing
             raise ValueError(
-                f"objective {label!r} does not accept {sorted(kwargs)} ({exc}); its parameters are: "
-                f"{', '.join(accepted) or 'none'}"
+                f"objective {label!r} cannot be built with {kwargs} ({exc}); its parameters are: "
+                f"{', '.join(named) or 'none'}"
             ) from None
-        return as_objective(target(**kwargs), name=None)
+        if not kwargs:
+            return as_objective(target())
+        try:
+            built = target(**kwargs)
+        except (TypeError, ValueError) as exc:  # the constructor's own checks (a value of the wrong kind, ...)
+            raise ValueError(f"objective {label!r} rejected its parameters {kwargs}: {exc}") from exc
+        return as_objective(built)
     if kwargs:
         raise ValueError(
             f"objective {label!r} is a plain function and takes no parameters, but got {sorted(kwargs)}; "
@@ -307,17 +333,99 @@ def get_objective(name: str, **kwargs: Any) -> Objective:
     return _instantiate(OBJECTIVES[name], name, kwargs)
 
 
-def build_objective(spec: Any, **kwargs: Any) -> Objective:
-    """An objective from a registry name, an import path (``"pkg.mod:attr"`` or ``"pkg.mod.attr"``) or a callable.
+def _split_spec(spec: Mapping) -> tuple[str, dict[str, Any]]:
+    """``{"name": target, **params}`` -> ``(target, params)``, with errors that show the expected form."""
+    if "name" not in spec:
+        fix = "e.g. {name: conciseness, max_tokens: 512}"
+        if len(spec) == 1:
+            (key, value), = spec.items()
+            if isinstance(value, Mapping):  # {conciseness: {max_tokens: 512}}
+                fix = "write " + "{" + ", ".join([f"name: {key}", *(f"{k}: {v!r}" for k, v in value.items())]) + "}"
+        raise ValueError(
+            f"objective {dict(spec)!r} has no 'name': a mapping names the objective and sets its parameters; {fix}"
+        )
+    target = spec["name"]
+    if not isinstance(target, str) or not target:
+        raise ValueError(
+            f"objective {dict(spec)!r}: 'name' must be a registry name or a 'module:callable' path, but got {target!r}"
+        )
+    params = {k: v for k, v in spec.items() if k != "name"}
+    bad_keys = [k for k in params if not isinstance(k, str)]
+    if bad_keys:
+        raise ValueError(f"objective {target!r}: parameter names must be strings, but got {bad_keys}")
+    return target, params
 
-    A class (registered or imported) is instantiated with ``kwargs``; a function or any other callable is wrapped
-    with :func:`as_objective`. Unknown names raise ValueError listing the valid ones.
+
+def objective_label(spec: Any) -> str:
+    """A short label of an objective spec: a string as it is, a mapping's ``name``, else ``.name``/``__name__``.
+
+    >>> objective_label("accuracy"), objective_label({"name": "conciseness", "max_tokens": 512})
+    ('accuracy', 'conciseness')
+    """
+    if isinstance(spec, str):
+        return spec
+    if isinstance(spec, Mapping):
+        return str(spec.get("name"))
+    return str(getattr(spec, "name", None) or getattr(spec, "__name__", None) or type(spec).__name__)
+
+
+def objective_params(spec: Any) -> dict[str, Any] | None:
+    """The parameters a spec sets, as JSON types: a mapping's keys other than ``name``, ``{}`` for a name or path,
+    ``None`` for an objective object or callable (whose constructor parameters are not known).
+
+    >>> objective_params({"name": "conciseness", "max_tokens": 512}), objective_params("accuracy")
+    ({'max_tokens': 512}, {})
+    """
+    if isinstance(spec, Mapping):
+        return {str(k): _json_value(v) for k, v in spec.items() if k != "name"}
+    return {} if isinstance(spec, str) else None
+
+
+def _json_value(value: Any) -> Any:
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    return repr(value)
+
+
+def objective_spec_json(spec: Any) -> str | dict[str, Any]:
+    """The spec as JSON types, for ``run.json`` and loggers: strings as they are, a mapping with its parameters
+    (values that are not JSON types become their ``repr``), anything else its :func:`objective_label`.
+
+    >>> objective_spec_json({"name": "clarity", "min_steps": 3}), objective_spec_json(len)
+    ({'name': 'clarity', 'min_steps': 3}, 'len')
+    """
+    if isinstance(spec, Mapping):
+        return {str(k): _json_value(v) for k, v in spec.items()}
+    return objective_label(spec)
+
+
+def build_objective(spec: Any, **kwargs: Any) -> Objective:
+    """An objective from a registry name, an import path (``"pkg.mod:attr"`` or ``"pkg.mod.attr"``), a mapping
+    ``{"name": <name or path>, <parameter>: <value>, ...}`` (a config entry with parameters) or a callable.
+
+    A class (registered or imported) is instantiated with the mapping's parameters and ``kwargs``; a function or any
+    other callable is wrapped with :func:`as_objective`. Unknown names raise ValueError listing the valid ones;
+    unknown parameters raise ValueError listing the constructor's parameters.
 
     >>> build_objective("accuracy").name
     'accuracy'
     >>> build_objective("moalign.objectives.clarity:Clarity").name
     'clarity'
+    >>> build_objective({"name": "clarity", "min_steps": 3})
+    Clarity(min_steps=3)
     """
+    if isinstance(spec, Mapping):
+        target, params = _split_spec(spec)
+        both = sorted(set(params) & set(kwargs))
+        if both:
+            raise ValueError(f"objective {target!r}: parameter(s) {both} given both in the spec and as arguments")
+        return build_objective(target, **params, **kwargs)
     if isinstance(spec, str):
         if spec in OBJECTIVES:
             return get_objective(spec, **kwargs)
@@ -339,3 +447,52 @@ def build_objective(spec: Any, **kwargs: Any) -> Objective:
     if kwargs:
         raise ValueError(f"parameters {sorted(kwargs)} given for an objective that is already built ({spec!r})")
     return as_objective(spec)
+
+
+def _is_path(name: str) -> bool:
+    return ":" in name or "." in name
+
+
+def build_objectives(specs: Any, field: str = "objectives") -> list[Objective]:
+    """Check a config's list of objective specs and build them, with errors that name the entry (``field[i]``).
+
+    Each entry is a registry name, a ``module:callable`` path, a mapping ``{name: ..., <parameter>: ...}`` or a
+    callable. Errors: not a list, an empty list, unknown names (all of them at once, with the valid names), unknown
+    or invalid parameters, and two entries that build objectives of the same name.
+
+    >>> [o.name for o in build_objectives(["accuracy", {"name": "conciseness", "max_tokens": 512}])]
+    ['accuracy', 'conciseness']
+    """
+    if isinstance(specs, (str, Mapping)) or not isinstance(specs, (list, tuple)):
+        raise ValueError(
+            f"{field} must be a list of names, e.g. [accuracy, conciseness, clarity] or [accuracy, {{name: "
+            f"conciseness, max_tokens: 512}}], but got {specs!r}"
+        )
+    if not specs:
+        raise ValueError(f"{field} is empty; name at least one objective, e.g. [accuracy, conciseness, clarity]")
+    targets = []
+    for i, spec in enumerate(specs):
+        try:
+            targets.append(_split_spec(spec)[0] if isinstance(spec, Mapping) else spec)
+        except ValueError as exc:
+            raise ValueError(f"{field}[{i}]: {exc}") from exc
+    unknown = [t for t in targets if isinstance(t, str) and not _is_path(t) and t not in OBJECTIVES]
+    if unknown:
+        raise ValueError(
+            f"{field}: unknown name(s) {unknown}; valid names: {', '.join(available_objectives())} "
+            "(or a 'module:callable' path to your own reward function)"
+        )
+    built = []
+    for i, spec in enumerate(specs):
+        try:
+            built.append(build_objective(spec))
+        except ValueError as exc:
+            raise ValueError(f"{field}[{i}]: {exc}") from exc
+    names = [o.name for o in built]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(
+            f"{field} has duplicates: {duplicates} (entries {[objective_spec_json(s) for s in specs]}); name each "
+            "objective once: weights, logs and checkpoints are keyed by the objective's name"
+        )
+    return built

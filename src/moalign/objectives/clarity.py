@@ -21,6 +21,7 @@ its own marker). The box must contain something other than whitespace.
 
 from __future__ import annotations
 
+import numbers
 import re
 from typing import Any
 
@@ -87,7 +88,8 @@ class Clarity(Objective):
 
     def __init__(self, min_steps: int = 2):
         super().__init__()
-        if isinstance(min_steps, bool) or int(min_steps) != min_steps or min_steps < 1:
+        if (isinstance(min_steps, bool) or not isinstance(min_steps, numbers.Real) or int(min_steps) != min_steps
+                or min_steps < 1):
             raise ValueError(f"min_steps must be a positive integer, but got {min_steps!r}")
         self.min_steps = int(min_steps)
 

@@ -19,12 +19,18 @@ What is counted:
   (``tokenizer(text, add_special_tokens=False)["input_ids"]``, or ``tokenizer.encode(...)``), so no EOS: one token
   fewer than TRL's count for a completion that ended with EOS.
 
+A token budget, ``Conciseness(max_tokens=N)`` (a moalign option; the papers have none): a completion of more than
+``N`` tokens scores 0.0 whatever the running mean, so completion ``i`` scores 1.0 iff ``l_i < S / C`` and
+``l_i <= N``. Every length still enters the running mean. The default, ``None``, is the papers' objective.
+
 Under multi-process training TRL scores each process's share of the batch, so each process keeps its own running
 mean (of 1/world_size of the completions); the means agree up to sampling noise.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any
 
 from .base import Objective, completion_text, register_objective
@@ -65,6 +71,7 @@ class Conciseness(Objective):
     Parameters:
         tokenizer: used only when the caller gives no ``completion_ids`` (TRL does); anything with ``encode`` or
             ``__call__`` returning ``input_ids``.
+        max_tokens: token budget: a completion longer than this scores 0.0 (``None``: no budget, as in the papers).
 
     >>> c = Conciseness()
     >>> c(["a", "b", "c"], completion_ids=[[1, 2], [1, 2, 3, 4], [1, 2, 3]])  # mean (2+4+3)/3 = 3
@@ -76,15 +83,21 @@ class Conciseness(Objective):
     >>> c.training = False  # evaluation: compared with the running mean, which does not move
     >>> c(["e"], completion_ids=[[1] * 2]), c.state_dict()["count"]
     ([1.0], 4)
+    >>> Conciseness(max_tokens=2)(["a", "b", "c"], completion_ids=[[1], [1, 2, 3], [1] * 8])  # mean 4, budget 2
+    [1.0, 0.0, 0.0]
     """
 
     name = "conciseness"
     maximize = True
     eval_metric = "length"
 
-    def __init__(self, tokenizer: Any = None):
+    def __init__(self, tokenizer: Any = None, max_tokens: int | None = None):
         super().__init__()
+        if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, numbers.Real)
+                                       or max_tokens != int(max_tokens) or max_tokens < 1):
+            raise ValueError(f"max_tokens must be a positive integer (or null for no budget), but got {max_tokens!r}")
         self.tokenizer = tokenizer
+        self.max_tokens = None if max_tokens is None else int(max_tokens)
         self.total_tokens = 0
         self.count = 0
 
@@ -111,7 +124,8 @@ class Conciseness(Objective):
             self.total_tokens += sum(lengths)
             self.count += len(lengths)
         mean = self.total_tokens / self.count if self.count else sum(lengths) / len(lengths)
-        return [1.0 if n < mean else 0.0 for n in lengths]
+        budget = self.max_tokens if self.max_tokens is not None else math.inf
+        return [1.0 if n < mean and n <= budget else 0.0 for n in lengths]
 
     @property
     def mean_length(self) -> float | None:
@@ -139,4 +153,5 @@ class Conciseness(Objective):
 
     def __repr__(self) -> str:
         tok = "None" if self.tokenizer is None else type(self.tokenizer).__name__
-        return f"Conciseness(tokenizer={tok})"
+        budget = "" if self.max_tokens is None else f", max_tokens={self.max_tokens}"
+        return f"Conciseness(tokenizer={tok}{budget})"
