@@ -38,7 +38,8 @@ from trl import GRPOConfig, GRPOTrainer
 from . import weighting
 from .evaluation import eval_metric_name, evaluate_policy, normalised_point
 from .live_front import FrontTracker, log_front_table
-from .objectives import ScoreCountError, sanitize_scores
+from .objectives import (ScoreCountError, build_objectives, objective_label, objective_params, objective_spec_json,
+                         sanitize_scores)
 from .rl.advantages import ESTIMATORS, compute_advantages, is_linear
 from .rl.gram import GramProbe, GramSkipped, gram_setup_problem, select_parameters
 from .rundir import (
@@ -154,11 +155,11 @@ class MOGRPOConfig(GRPOConfig):
             )
 
     def to_dict(self) -> dict[str, Any]:
-        # Callables in `objectives` become their names, so TrainingArguments.to_json_string (TensorBoard, W&B,
-        # run.json) stays JSON.
+        # Callables in `objectives` become their names and {name, <parameter>: ...} entries stay mappings of JSON
+        # values, so TrainingArguments.to_json_string (TensorBoard, W&B, run.json) stays JSON.
         out = super().to_dict()
         if out.get("objectives") is not None:
-            out["objectives"] = [_objective_label(o) for o in out["objectives"]]
+            out["objectives"] = [objective_spec_json(o) for o in out["objectives"]]
         return out
 
     def _check_moalign_fields(self) -> None:
@@ -182,29 +183,12 @@ class MOGRPOConfig(GRPOConfig):
             self._check_needs(strategy.needs if strategy is not None else weighting.STRATEGIES[self.strategy].needs)
             self._check_common()
             return
-        if isinstance(self.objectives, str) or not isinstance(self.objectives, (list, tuple)):
-            raise ValueError(
-                f"objectives must be a list of names, e.g. [accuracy, conciseness, clarity], but got {self.objectives!r}"
-            )
-        if not self.objectives:
-            raise ValueError("objectives is empty; name at least one objective, e.g. [accuracy, conciseness, clarity]")
-        if len(set(self.objectives)) != len(self.objectives):
-            raise ValueError(f"objectives has duplicates: {self.objectives}; name each objective once")
-        from .objectives import available_objectives, build_objective
-
-        known = set(available_objectives())
-        bad = [o for o in self.objectives if isinstance(o, str) and ":" not in o and "." not in o and o not in known]
-        if bad:
-            raise ValueError(
-                f"objectives: unknown name(s) {bad}; valid names: {', '.join(sorted(known))} "
-                "(or a 'module:callable' path to your own reward function)"
-            )
-        for spec in self.objectives:
-            if isinstance(spec, str) and (":" in spec or "." in spec):
-                build_objective(spec)  # import paths are resolved now, before any model is loaded
+        # Names, import paths and {name: ..., <parameter>: ...} entries are resolved and built now, before any model
+        # is loaded: an unknown name or parameter is reported here.
+        build_objectives(self.objectives)
         # Building the strategy validates its name and every parameter (count of weights included) before any
         # model is loaded.
-        strategy = weighting.build(self.strategy, len(self.objectives), [_objective_label(o) for o in self.objectives],
+        strategy = weighting.build(self.strategy, len(self.objectives), [objective_label(o) for o in self.objectives],
                                    **self.strategy_params)
         self._check_needs(strategy.needs)
         self._check_common()
@@ -241,13 +225,6 @@ class MOGRPOConfig(GRPOConfig):
             raise ValueError(f"mo_eval_steps must be >= 0 (0 disables), but got {self.mo_eval_steps}")
         if self.interference_window < 1:
             raise ValueError(f"interference_window must be >= 1, but got {self.interference_window}")
-
-
-def _objective_label(objective: Any) -> str:
-    """A JSON-friendly label of an objective spec: the string itself, else its ``name``/``__name__``."""
-    if isinstance(objective, str):
-        return objective
-    return str(getattr(objective, "name", None) or getattr(objective, "__name__", None) or type(objective).__name__)
 
 
 class _GuardedObjective:
@@ -350,15 +327,20 @@ class MOGRPOTrainer(GRPOTrainer):
             specs = list(args.objectives) if args.objectives is not None else list(DEFAULT_OBJECTIVES)
             objectives = [build_objective(spec) for spec in specs]
         else:
+            specs = list(objectives)
             objectives = [build_objective(o) for o in objectives]
             names = [o.name for o in objectives]
             if args.objectives is not None and len(names) != len(args.objectives):
                 raise ValueError(
                     f"{len(objectives)} objectives were passed ({', '.join(names)}) but args.objectives names "
-                    f"{len(args.objectives)} ({', '.join(args.objectives)}); pass one objective per name, in order"
+                    f"{len(args.objectives)} ({', '.join(map(objective_label, args.objectives))}); pass one "
+                    "objective per name, in order"
                 )
         self.objectives = objectives
         self.objective_names = [o.name for o in objectives]
+        # The parameters of each config entry ({name: conciseness, max_tokens: 512}), for run.json and checkpoints;
+        # None for an objective passed as an object.
+        self.objective_params = [objective_params(spec) for spec in specs]
         duplicates = sorted({n for n in self.objective_names if self.objective_names.count(n) > 1})
         if duplicates:
             raise ValueError(
@@ -825,6 +807,7 @@ class MOGRPOTrainer(GRPOTrainer):
             "format_version": STATE_FORMAT_VERSION,
             "step": int(self.state.global_step),
             "objective_names": self.objective_names,
+            "objective_params": self.objective_params,
             "strategy": {"name": self.strategy.name, "state": self.strategy.state_dict()},
             "objectives": {o.name: (o.state_dict() if hasattr(o, "state_dict") else {}) for o in self.objectives},
             "monitor": {
@@ -847,6 +830,14 @@ class MOGRPOTrainer(GRPOTrainer):
             raise ValueError(
                 f"the checkpoint was trained with objectives {state.get('objective_names')}, but this run has "
                 f"{self.objective_names}; resume with the same objectives, in the same order"
+            )
+        saved = state.get("objective_params")  # absent in checkpoints written before objectives had parameters
+        if saved is not None and saved != self.objective_params:
+            changed = "; ".join(f"{n}: {a} in the checkpoint, {b} now" for n, a, b in
+                                zip(self.objective_names, saved, self.objective_params) if a != b)
+            raise ValueError(
+                f"the checkpoint was trained with other objective parameters ({changed}); resume with the same "
+                "objectives entries, e.g. the run's config (run.json records them)"
             )
         if state["strategy"]["name"] != self.strategy.name:
             raise ValueError(
