@@ -7,7 +7,7 @@ batch and calls :func:`weigh_step` once, before the policy update, then :func:`f
                    ──► [Gram G (K, K), losses (K,) = gram(A)]     only when the strategy needs them
                    ──► strategy.before_update(stats)              weights for this batch
                    ──► scalar rewards s = strategy.scalarize(r)   (sum_then_normalize)
-                       or s = strategy.scalarize(A)               (normalize_then_sum: GDPO)
+                       or s = strategy.scalarize(A)               (normalize_then_sum: GDPO; mo_grpo: MO-GRPO)
                    ──► scalar advantages (N,) × strategy.advantage_scale()
                    ──► StepRecord (weights, reward means, covariance, skip reason, strategy metrics)
     policy update (the trainer's)
@@ -18,6 +18,11 @@ batch and calls :func:`weigh_step` once, before the policy update, then :func:`f
 arXiv 2601.05242; TRL's ``multi_objective_aggregation="normalize_then_sum"``): each objective is normalised by the
 estimator first, the strategy combines the normalised rewards, and the result is whitened over the batch,
 ``(s − mean s) / (std s + 1e-4)``. With ``estimator="grpo"`` and ``scale_rewards="group"`` both are TRL's computation.
+``mo_grpo`` is MO-GRPO (*MO-GRPO: Mitigating Reward Hacking of Group Relative Policy Optimization on Multi-Objective
+Problems*, Ichihara et al., 2025, arXiv 2509.22047): ``normalize_then_sum`` without the final whitening, ``A = s``.
+Every estimator's per-objective advantages sum to 0 over each prompt's group (over the batch for ``reinforce``), so
+``mean s = 0`` and the whitening only divides by ``std s``: GDPO's advantages are MO-GRPO's times one positive number
+per step (docs/strategies/mo_grpo.md derives it; moalign ships MO-GRPO as this option, not as a strategy).
 
 The module depends on numpy and torch only.
 """
@@ -37,7 +42,7 @@ from .covariance import within_group_covariance
 
 __all__ = ["AGGREGATIONS", "GramFn", "StepRecord", "StepSkipped", "finish_step", "weigh_step"]
 
-AGGREGATIONS = ("sum_then_normalize", "normalize_then_sum")
+AGGREGATIONS = ("sum_then_normalize", "normalize_then_sum", "mo_grpo")
 
 #: ``gram(advantages)``: the trainer's probe. Takes the gathered per-objective advantages ``(N, K)`` (float32, 0 where
 #: unscored) and returns the Gram matrix ``(K, K)`` of the per-objective policy gradients, or ``(gram, losses)`` with
@@ -121,7 +126,8 @@ def weigh_step(
         strategy: the weighting strategy; its ``before_update`` runs here.
         num_generations: completions per prompt (``G``).
         estimator, scale_rewards: the advantage estimator (:func:`~moalign.rl.compute_advantages`).
-        aggregation: ``sum_then_normalize`` (default) or ``normalize_then_sum`` (GDPO; module docstring).
+        aggregation: ``sum_then_normalize`` (default), ``normalize_then_sum`` (GDPO) or ``mo_grpo`` (MO-GRPO:
+            GDPO without the final whitening); module docstring.
         step, lr: the step index and the policy learning rate ``η_t`` handed to the strategy.
         gram: the trainer's Gram probe (:data:`GramFn`); called once when the strategy needs ``"gram"`` or
             ``"losses"``. Required then.
@@ -181,11 +187,13 @@ def weigh_step(
     if aggregation == "sum_then_normalize":
         scalar = torch.as_tensor(strategy.scalarize(stats.rewards), dtype=torch.float32)  # (N,), NaN: unscored
         adv = compute_advantages(scalar, estimator, num_generations, scale_rewards)
-    else:  # GDPO: the strategy combines the normalised per-objective rewards; then batch whitening (TRL)
+    else:  # GDPO / MO-GRPO: the strategy combines the normalised per-objective rewards
         normalised = _as_numpy(mo_adv.masked_fill(unscored, float("nan")))  # (N, K)
         scalar = torch.as_tensor(strategy.scalarize(normalised), dtype=torch.float32)  # (N,)
-        std = nanstd(scalar) if n > 1 else torch.zeros(())
-        adv = torch.nan_to_num((scalar - torch.nanmean(scalar)) / (std + EPS), nan=0.0)
+        if aggregation == "normalize_then_sum":  # GDPO: batch whitening (TRL)
+            std = nanstd(scalar) if n > 1 else torch.zeros(())
+            scalar = (scalar - torch.nanmean(scalar)) / (std + EPS)
+        adv = torch.nan_to_num(scalar, nan=0.0)
     scale = float(strategy.advantage_scale())
     adv = adv * scale
     stats.scalarized_advantages = _as_numpy(adv)

@@ -17,6 +17,7 @@ from . import (  # noqa: F401
     mgda,
     nash_mtl,
     pama,
+    saw,
     tchebycheff,
 )
 from .base import STRATEGIES, StepStats, WeightingStrategy, available, build, register
