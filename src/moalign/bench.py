@@ -62,6 +62,7 @@ class BenchConfig:
     bootstrap: int = 10000
     out: str = "runs/bench"
     quick: bool = False
+    task: str = "coupled"  # member of the synthetic task family (moalign.data.synthetic.VARIANTS; docs/demo_task.md)
 
     def __post_init__(self):
         if self.quick:
@@ -82,6 +83,9 @@ class BenchConfig:
         bad = [e for e in self.estimators if e not in ESTIMATORS]
         if bad:
             raise ValueError(f"unknown estimator(s) {bad}; choose from {', '.join(sorted(ESTIMATORS))}")
+        from .demo import check_task
+
+        check_task(self.task)
         names = [m[0] for m in bench_methods(self)]
         if self.methods is not None:
             unknown = sorted(set(self.methods) - set(names))
@@ -92,8 +96,18 @@ class BenchConfig:
                 raise ValueError(f"--{key.replace('_', '-')} must be >= 1, but got {getattr(self, key)}")
 
 
+# Trainer settings a method needs besides its strategy (every other method: the trainer's defaults).
+METHOD_TRAINER_ARGS: dict[str, dict[str, Any]] = {
+    # GDPO (arXiv 2601.05242; TRL's multi_objective_aggregation): each objective normalised within its group first
+    "gdpo": {"multi_objective_aggregation": "normalize_then_sum"},
+    # MO-GRPO (arXiv 2509.22047): each reward normalised by its group std, summed, without GDPO's batch whitening
+    "mo-grpo": {"multi_objective_aggregation": "mo_grpo"},
+}
+
+
 def bench_methods(cfg: BenchConfig | None = None) -> list[tuple[str, str, dict[str, Any]]]:
-    """``(label, strategy, strategy_params)`` of every benchmarked method (the estimator is set per comparison)."""
+    """``(label, strategy, strategy_params)`` of every benchmarked method (the estimator is set per comparison; a
+    method's other trainer settings are in :data:`METHOD_TRAINER_ARGS`)."""
     mu = cfg.gradient_mu if cfg is not None else GRADIENT_MU
     methods: list[tuple[str, str, dict[str, Any]]] = []
     for short, preset in PRESETS.items():
@@ -102,6 +116,9 @@ def bench_methods(cfg: BenchConfig | None = None) -> list[tuple[str, str, dict[s
         # validation points on the val split (the paper's setup), every 2 RL steps; the test split only reports
         methods.append((f"hypervolume-{short}", "hypervolume", {"preset": preset, "hv_eval_every": 2}))
     methods.append(("gradient", "gradient", {"mu": mu}))
+    methods.append(("gdpo", "fixed", {"preset": "balanced"}))  # fixed balanced weights under normalize_then_sum
+    methods.append(("saw", "saw", {}))  # SAW-GRPO (arXiv 2606.07705): weights from each reward's batch CV
+    methods.append(("mo-grpo", "fixed", {"preset": "balanced"}))  # balanced weights under mo_grpo aggregation
     return methods
 
 
@@ -119,11 +136,12 @@ def _train_one(job: dict[str, Any]) -> str:
     cfg = BenchConfig(**job["cfg"])
     train_synthetic_run(
         label=job["label"], strategy=job["strategy"], params=job["params"], estimator=job["estimator"],
-        seed=job["seed"], model_dir=Path(job["model_dir"]), splits=load_synthetic(seed=cfg.data_seed),
+        seed=job["seed"], model_dir=Path(job["model_dir"]), splits=load_synthetic(seed=cfg.data_seed, variant=cfg.task),
         run_dir=Path(job["run_dir"]), steps=cfg.steps, eval_every=cfg.eval_every, eval_size=cfg.eval_size,
         validation_size=cfg.validation_size, prompts_per_step=cfg.prompts_per_step, generations=cfg.generations,
         learning_rate=cfg.learning_rate, max_completion_length=cfg.max_completion_length,
-        extra_info={"name": job["name"], "estimator": job["estimator"], "bench": True},
+        extra_info={"name": job["name"], "estimator": job["estimator"], "bench": True, "task": cfg.task},
+        trainer_args=METHOD_TRAINER_ARGS.get(job["label"]),
     )
     return job["run_dir"]
 
@@ -146,12 +164,12 @@ def _jobs(cfg: BenchConfig, model_dir: Path, out: Path) -> list[dict[str, Any]]:
 
 def run_bench(cfg: BenchConfig, progress: bool = True) -> Path:
     """Train every (estimator, method, seed) run, then write the tables; returns the path of ``bench.md``."""
-    from .warmstart import warm_start
+    from .demo import task_warm_start
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    model_dir = warm_start(progress=progress)
+    model_dir = task_warm_start(cfg.task, progress=progress)
     jobs = _jobs(cfg, model_dir, out)
     todo = [j for j in jobs if not _complete(Path(j["run_dir"]), cfg)]
     with _RunProgress(total=len(jobs), done=len(jobs) - len(todo), enabled=progress) as bar:
@@ -264,6 +282,8 @@ def _complete(run_dir: Path, cfg: BenchConfig) -> bool:
     evals = run_dir / "evals.jsonl"
     if not evals.exists() or not (run_dir / "run.json").exists():
         return False
+    if json.loads((run_dir / "run.json").read_text()).get("task", "coupled") != cfg.task:
+        raise ValueError(f"{run_dir} is a run of another task than --task {cfg.task}; give this task its own --out")
     steps = [json.loads(line)["step"] for line in evals.read_text().splitlines() if line.strip()]
     return bool(steps) and max(steps) >= cfg.steps
 

@@ -234,12 +234,18 @@ def report_command(
 @_own_output()
 def warmstart_command(
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Train it again instead of using the shipped one.")] = False,
+    task: Annotated[str, typer.Option(help="Member of the synthetic task family: coupled (default) or async "
+                                           "(docs/demo_task.md).")] = "coupled",
     verbose: Verbose = False,
 ) -> None:
     """SFT warm start of the tiny model on the synthetic task (shipped and cached; the demo uses it)."""
-    from .warmstart import warm_start
+    from .data.synthetic import VARIANTS, SyntheticConfig
+    from .warmstart import WarmStartConfig, warm_start
 
-    path = warm_start(progress=True, rebuild=rebuild)
+    if task not in VARIANTS:
+        _fail(f"unknown task {task!r}; choose from {', '.join(VARIANTS)} (docs/demo_task.md)")
+        return
+    path = warm_start(WarmStartConfig(task=SyntheticConfig(variant=task)), progress=True, rebuild=rebuild)
     console.print(f"[green]warm-start model:[/] {path}")
     console.print(f"  calibration: {path / 'warmstart.json'}")
 
@@ -252,13 +258,15 @@ def demo_command(
     seeds: Annotated[int, typer.Option(help="Seeds per method.")] = 1,
     out: Annotated[Path, typer.Option(help="Where the runs and the report go.")] = Path("runs/demo"),
     methods: Annotated[list[str] | None, typer.Option(help="Subset of methods (comma-separated).")] = None,
+    task: Annotated[str, typer.Option(help="Member of the synthetic task family: coupled (default) or async "
+                                           "(docs/demo_task.md).")] = "coupled",
     verbose: Verbose = False,
 ) -> None:
     """Warm start -> RL with fixed presets and dynamic strategies on the synthetic task -> evaluation -> report."""
     from .demo import DemoConfig, run_demo, seeds_note
     from .report import MODE_NAMES
 
-    kwargs = {"quick": quick, "seeds": seeds, "out": str(out)}
+    kwargs = {"quick": quick, "seeds": seeds, "out": str(out), "task": task}
     if steps is not None:
         kwargs["steps"] = steps
     if methods:
@@ -296,6 +304,8 @@ def bench_command(
     gradient_mu: Annotated[float | None, typer.Option(help="μ of the gradient method.")] = None,
     workers: Annotated[int, typer.Option(help="Runs trained in parallel (one process each).")] = 2,
     out: Annotated[Path, typer.Option(help="Where the runs, tables and reports go.")] = Path("runs/bench"),
+    task: Annotated[str, typer.Option(help="Member of the synthetic task family: coupled (default) or async "
+                                           "(docs/demo_task.md).")] = "coupled",
     verbose: Verbose = False,
 ) -> None:
     """Tables 1-3 of arXiv 2509.11452 on the embedded task: paired by seed, with bootstrap 95 % CIs."""
@@ -307,7 +317,7 @@ def bench_command(
         _fail(f"--seeds must be comma-separated integers, e.g. 100,101,102; got {seeds!r}")
         return
     kwargs = {"quick": quick, "seeds": seed_list, "data_seed": data_seed, "estimators": _split_list([estimators]),
-              "workers": workers, "out": str(out)}
+              "workers": workers, "out": str(out), "task": task}
     if methods:
         kwargs["methods"] = _split_list([methods])
     for key, value in (("steps", steps), ("eval_every", eval_every), ("eval_size", eval_size),

@@ -47,6 +47,7 @@ class DemoConfig:
     learning_rate: float = 1e-4  # 3e-4 and above collapse accuracy within 20 steps; 5e-5 barely moves
     max_completion_length: int = 64
     validation_size: int = 64  # val-split problems per hypervolume validation point
+    task: str = "coupled"  # member of the synthetic task family (moalign.data.synthetic.VARIANTS)
 
     def __post_init__(self):
         if self.quick:
@@ -60,6 +61,24 @@ class DemoConfig:
             raise ValueError(f"unknown demo method(s) {unknown}; choose from {', '.join(m[0] for m in METHODS)}")
         if self.steps < 1 or self.seeds < 1:
             raise ValueError(f"--steps and --seeds must be >= 1, got {self.steps} and {self.seeds}")
+        check_task(self.task)
+
+
+def check_task(task: str) -> None:
+    """Raise a ``ValueError`` naming the valid members when ``task`` is not one of the synthetic task family."""
+    from .data.synthetic import VARIANTS
+
+    if task not in VARIANTS:
+        raise ValueError(f"unknown task {task!r}; choose from {', '.join(VARIANTS)} (docs/demo_task.md)")
+
+
+def task_warm_start(task: str, progress: bool = True) -> Path:
+    """The warm-start model of a member of the synthetic task family (shipped for every member)."""
+    from .data.synthetic import SyntheticConfig
+    from .warmstart import WarmStartConfig, warm_start
+
+    check_task(task)
+    return warm_start(WarmStartConfig(task=SyntheticConfig(variant=task)), progress=progress)
 
 
 def seeds_note(seeds: int) -> str:
@@ -77,10 +96,12 @@ def train_synthetic_run(
     *, label: str, strategy: str, params: dict[str, Any], estimator: str, seed: int, model_dir: Path, splits,
     run_dir: Path, steps: int, eval_every: int, eval_size: int, validation_size: int, prompts_per_step: int,
     generations: int, learning_rate: float, max_completion_length: int, extra_info: dict[str, Any] | None = None,
+    trainer_args: dict[str, Any] | None = None,
 ):
     """One RL run of the embedded task (shared by ``moalign demo`` and ``moalign bench``): warm-started model,
     train split, greedy test evaluations every ``eval_every`` steps, validation points (hypervolume) on the val
-    split, so the reported split never steers training."""
+    split, so the reported split never steers training. ``trainer_args`` are further :class:`MOGRPOConfig` fields
+    (e.g. ``multi_objective_aggregation``)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
 
     from .trainer import MOGRPOConfig, MOGRPOTrainer
@@ -113,6 +134,7 @@ def train_synthetic_run(
         seed=seed,
         disable_tqdm=True,
         log_level="error",
+        **(trainer_args or {}),
     )
     trainer = MOGRPOTrainer(model=model, args=args, train_dataset=splits["train"], eval_dataset=splits["test"],
                             validation_dataset=splits["val"], processing_class=tok, eval_split_name="test")
@@ -128,7 +150,7 @@ def _train_one(label, strategy, params, estimator, seed, model_dir, splits, cfg:
         splits=splits, run_dir=run_dir, steps=cfg.steps, eval_every=cfg.eval_every, eval_size=cfg.eval_size,
         validation_size=cfg.validation_size, prompts_per_step=cfg.prompts_per_step, generations=cfg.generations,
         learning_rate=cfg.learning_rate, max_completion_length=cfg.max_completion_length,
-        extra_info={"seed_index": seed},
+        extra_info={"seed_index": seed, "task": cfg.task},
     )
 
 
@@ -141,13 +163,12 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> Path:
 
     from .data.synthetic import load_synthetic
     from .report import build_report
-    from .warmstart import warm_start
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    model_dir = warm_start(progress=progress)
-    splits = load_synthetic(seed=0)
+    model_dir = task_warm_start(cfg.task, progress=progress)
+    splits = load_synthetic(seed=0, variant=cfg.task)
     methods = [m for m in METHODS if m[0] in cfg.methods]
     jobs = [(m, seed) for seed in range(cfg.seeds) for m in methods]
     run_dirs = []
