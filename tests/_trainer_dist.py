@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from datasets import Dataset
 
-import moalign.trainer as trainer_module
+import moalign.trainer_eval as trainer_eval
 from moalign.tiny import tiny_model_and_tokenizer
 from moalign.trainer import MOGRPOConfig, MOGRPOTrainer
 
@@ -41,13 +41,13 @@ def _dataset(n):
 def main(out: Path) -> None:
     torch.set_num_threads(1)
     calls = []
-    real = trainer_module.evaluate_policy
+    real = trainer_eval.evaluate_policy
 
     def counted(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    trainer_module.evaluate_policy = counted
+    trainer_eval.evaluate_policy = counted
     model, tok = tiny_model_and_tokenizer(seed=0, num_hidden_layers=2)
     args = MOGRPOConfig(
         output_dir=str(out / "run"), per_device_train_batch_size=4, num_generations=4, max_completion_length=8,

@@ -138,6 +138,14 @@ def test_missing_checkpoint_fails_before_the_model(tmp_path, no_model):
     assert not run.exists()
 
 
+def test_bad_strategy_parameter_value_fails_before_the_model(tmp_path, no_model):
+    """The config checks names; the engine, built right after the data and before the model, checks values."""
+    result, run = _train_cli(tmp_path, "--dataset", "synthetic", "--strategy_params", "{weights: [0.5, 0.5]}")
+    assert result.exit_code == 2, result.output
+    assert "strategy_params.weights has 2 entries but there are 3 objectives" in result.text
+    assert not run.exists()
+
+
 @pytest.mark.parametrize("text", ["save_strategy: no", "eval_strategy: no", "logging_strategy: off"])
 def test_unquoted_no_in_yaml_names_the_quoting_fix(tmp_path, text):
     # YAML 1.1 reads `no` as false; TRL would say "False is not a valid SaveStrategy".

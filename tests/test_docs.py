@@ -49,6 +49,27 @@ def test_configuration_documents_every_moalign_key():
     assert not missing, f"docs/configuration.md does not document {missing}"
 
 
+def test_strategy_and_estimator_lists_match_the_registries():
+    """docs/configuration.md and MOGRPOConfig's help list exactly the registered strategies and estimators."""
+    from moalign import weighting
+    from moalign.mo_config import MOGRPOConfig
+    from moalign.rl.advantages import ESTIMATOR_SUMMARIES, ESTIMATORS
+
+    assert list(ESTIMATOR_SUMMARIES) == list(ESTIMATORS)
+    strategies = [n for n in weighting.available() if not n.startswith("_")]  # "_...": registered by tests
+    text = (DOCS / "configuration.md").read_text()
+    for key, names in (("strategy", strategies), ("advantage_estimator", sorted(ESTIMATORS))):
+        row = re.search(rf"^\| `{key}` \| `[a-z_]+` \| ([^|]*)\|", text, re.M).group(1)
+        # strategy row: "`fixed`, `hypervolume`, ... One page each..."; estimator row: "`grpo` (...), `rloo` (...)"
+        pattern, part = (r"`([a-z_]+)`", row.split(".")[0]) if key == "strategy" else (r"`([a-z_]+)` \(", row)
+        listed = re.findall(pattern, part)
+        assert sorted(set(listed)) == names, f"docs/configuration.md's {key} row lists {listed}"
+    fields = {f.name: f for f in dataclasses.fields(MOGRPOConfig)}
+    for key, names in (("strategy", strategies), ("advantage_estimator", list(ESTIMATORS))):
+        listed = re.findall(r"\b[a-z_]+\b", fields[key].metadata["help"])
+        assert all(name in listed for name in names), (key, fields[key].metadata["help"])
+
+
 def test_unknown_key_error_points_to_an_existing_page(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("model: tiny\nlearning_rat: 1e-6\n")

@@ -38,6 +38,7 @@ from moalign import pareto, rundir, weighting
 from moalign.cli import app
 from moalign.config import load_config
 from moalign.objectives import OBJECTIVES, Accuracy, Clarity, Conciseness, register_objective
+from moalign.rl.engine import StepEngine
 from moalign.rl.gram import GramProbe
 from moalign.rundir import STATE_FILE, append_jsonl, atomic_write_json, read_jsonl, read_state_file, truncate_jsonl
 from moalign.tiny import tiny_model_and_tokenizer
@@ -93,8 +94,8 @@ def write_config(path: Path, run_dir: Path, **overrides) -> Path:
 
 
 def _args(tmp_path, **kw) -> MOGRPOConfig:
-    # objectives named explicitly: the config then checks every strategy parameter against them (with objectives
-    # left to the trainer, a count mismatch is reported by MOGRPOTrainer instead).
+    # objectives named explicitly, so that the engine built from the config checks every strategy parameter against
+    # them.
     base = dict(output_dir=str(tmp_path / "run"), per_device_train_batch_size=8, num_generations=4,
                 max_completion_length=8, max_steps=2, learning_rate=1e-2, report_to="none", logging_steps=1,
                 use_cpu=True, seed=0, save_strategy="no", disable_tqdm=True, objectives=list(NAMES))
@@ -129,7 +130,7 @@ def _records(caplog, pattern: str) -> list[str]:
 
 
 # ======================================================================================================================
-# 1. Config validation: rejected at MOGRPOConfig(...) / `moalign train` config load, before any model is loaded
+# 1. Config validation: rejected at MOGRPOConfig(...) / StepEngine construction, before `moalign train` loads a model
 # ======================================================================================================================
 # (test_trainer.py covers: weights of the wrong length, negative, all zero, unknown strategy 'magic', estimator 'ppo',
 # unknown objective 'beauty', unknown strategy parameter; test_cli.py: unknown YAML key with a suggestion.)
@@ -193,8 +194,11 @@ CONFIG_ERRORS += [({"strategy": s, "loss_type": lt}, rf"strategy '{s}' needs per
 
 @pytest.mark.parametrize(("kwargs", "message"), CONFIG_ERRORS, ids=[f"c{i}" for i in range(len(CONFIG_ERRORS))])
 def test_bad_config_is_rejected_at_construction_naming_the_field(tmp_path, kwargs, message):
+    # MOGRPOConfig checks names and settings; strategy parameter values are checked when the step engine builds the
+    # strategy (once; `moalign train` does it before loading the model, MOGRPOTrainer at construction).
     with pytest.raises(ValueError, match=message):
-        _args(tmp_path, **kwargs)
+        args = _args(tmp_path, **kwargs)
+        StepEngine.from_config(args, args.objectives)
 
 
 def test_gram_strategy_with_supported_settings_is_accepted(tmp_path):

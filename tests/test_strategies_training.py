@@ -16,7 +16,6 @@ import dataclasses
 import logging
 import math
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -31,6 +30,7 @@ from moalign.objectives import Objective, available_objectives, register_objecti
 from moalign.pareto import ParetoBuffer
 from moalign.rl.advantages import compute_advantages
 from moalign.rl.covariance import within_group_covariance
+from moalign.rl.monitor import InterferenceMonitor
 from moalign.rundir import read_jsonl
 from moalign.tiny import tiny_model_and_tokenizer
 from moalign.trainer import MOGRPOConfig, MOGRPOTrainer
@@ -136,18 +136,18 @@ class _RecordingTrainer(MOGRPOTrainer):
 
     def _weigh(self, batch):
         super()._weigh(batch)
-        batch.test_scalar = np.asarray(self.strategy.scalarize(batch.stats.rewards), dtype=np.float64)
+        batch.test_scalar = np.asarray(self.strategy.scalarize(batch.record.stats.rewards), dtype=np.float64)
 
     def _finish_step(self):
         batch = self._batch
         super()._finish_step()  # after_update fills stats.clipped_advantage_weights / validation_point
         if batch is None or batch.advantages is None:
             return
-        s = batch.stats
+        s = batch.record.stats  # the engine's StepRecord of this batch
         self.records.append(StepRecord(
             step=int(self.state.global_step), rewards=copy(s.rewards), group_ids=np.array(s.group_ids),
-            weights=copy(batch.weights), scalar=batch.test_scalar, advantages=copy(batch.advantages.cpu()),
-            scale=float(batch.advantage_scale), gram=copy(s.gram),
+            weights=copy(batch.record.weights), scalar=batch.test_scalar, advantages=copy(batch.advantages.cpu()),
+            scale=float(batch.record.advantage_scale), gram=copy(s.gram),
             clipped_advantage_weights=copy(s.clipped_advantage_weights),
             scalarized_advantages=copy(s.scalarized_advantages), validation_point=copy(s.validation_point),
         ))
@@ -606,18 +606,20 @@ def test_mo_grpo_aggregation_in_training(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# 6. interference monitor (trainer): negative covariance + falling mean reward -> traded_away
+# 6. interference monitor (rl.monitor): negative covariance + falling mean reward -> traded_away
 # ---------------------------------------------------------------------------------------------------------------------
 def _monitor(window: int, names=("a", "b")):
-    return SimpleNamespace(args=SimpleNamespace(interference_window=window), objective_names=list(names),
-                           _neg_cov_streak=np.zeros(len(names), dtype=int), _reward_history=[])
+    return InterferenceMonitor(list(names), window)
+
+
+def flags(monitor, cov, means):
+    return monitor.update(cov, means)
 
 
 def test_interference_flags_on_constructed_sequences(caplog):
     """The monitor flags an objective after `window` steps of negative covariance while its mean fell, and warns."""
-    flags = MOGRPOTrainer._interference_flags
     m = _monitor(window=2)
-    with caplog.at_level(logging.WARNING, logger="moalign.trainer"):
+    with caplog.at_level(logging.WARNING, logger="moalign.rl.monitor"):
         # b: covariance < 0 at every step and its mean falls; a: positive covariance
         assert flags(m, np.array([0.1, -0.2]), np.array([0.5, 0.9])) == []  # one step of history only
         assert flags(m, np.array([0.1, -0.2]), np.array([0.6, 0.8])) == []  # streak 2 but history < window + 1
@@ -635,7 +637,7 @@ def test_interference_flags_on_constructed_sequences(caplog):
 def test_interference_monitor_in_training(tmp_path, caplog):
     """An objective anti-correlated with the heavily weighted one is reported traded away; a benign setup is not."""
     kw = dict(steps=3, interference_window=1)
-    with caplog.at_level(logging.WARNING, logger="moalign.trainer"):
+    with caplog.at_level(logging.WARNING, logger="moalign"):
         # digit_frac carries 0.9 of the weight; no_digit_frac = 1 − digit_frac is traded away by construction
         traded = _train(tmp_path / "traded", "fixed", {"weights": [0.9, 0.1]},
                         objectives=["digit_frac", "no_digit_frac"], **kw)
@@ -651,7 +653,7 @@ def test_interference_monitor_in_training(tmp_path, caplog):
     assert "objective 'no_digit_frac' is being traded away" in caplog.text
 
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="moalign.trainer"):
+    with caplog.at_level(logging.WARNING, logger="moalign"):
         # both objectives are non-decreasing in the digit fraction: within a prompt each covaries >= 0 with the
         # GRPO advantage of their positive combination (Chebyshev's sum inequality), so nothing is traded away
         benign = _train(tmp_path / "benign", "fixed", {"weights": [0.5, 0.5]},

@@ -189,9 +189,16 @@ def test_faulty_objective_leaves_samples_unscored_and_training_goes_on(tmp_path,
     assert all(s["unscored"]["accuracy"] == 0 for s in steps)
 
 
+def _engine(tmp_path, **kw):
+    """The step engine of a config: where strategy parameter *values* are checked (the config checks names)."""
+    from moalign.rl.engine import StepEngine
+
+    return StepEngine.from_config(_args(tmp_path, **kw), OBJECTIVES)
+
+
 def test_config_errors_name_field_and_fix(tmp_path):
     with pytest.raises(ValueError, match="strategy_params.weights has 2 entries but there are 3 objectives"):
-        _args(tmp_path, objectives=OBJECTIVES, strategy_params={"weights": [0.5, 0.5]})
+        _engine(tmp_path, objectives=OBJECTIVES, strategy_params={"weights": [0.5, 0.5]})
     with pytest.raises(ValueError, match="unknown weighting strategy 'magic'; valid names: .*fixed"):
         _args(tmp_path, strategy="magic")
     with pytest.raises(ValueError, match="advantage_estimator='ppo' is unknown"):
@@ -199,9 +206,9 @@ def test_config_errors_name_field_and_fix(tmp_path):
     with pytest.raises(ValueError, match="objectives: unknown name"):
         _args(tmp_path, objectives=["accuracy", "beauty"])
     with pytest.raises(ValueError, match="must be non-negative"):
-        _args(tmp_path, objectives=OBJECTIVES, strategy_params={"weights": [0.5, -0.25, 0.25]})
+        _engine(tmp_path, objectives=OBJECTIVES, strategy_params={"weights": [0.5, -0.25, 0.25]})
     with pytest.raises(ValueError, match="must not be all zero"):
-        _args(tmp_path, objectives=OBJECTIVES, strategy_params={"weights": [0, 0, 0]})
+        _engine(tmp_path, objectives=OBJECTIVES, strategy_params={"weights": [0, 0, 0]})
     with pytest.raises(ValueError, match="accepts: weights, preset"):
         _args(tmp_path, strategy_params={"weight": [1, 1, 1]})
 

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -50,3 +52,37 @@ def test_moalign_train_under_torchrun_ends_cleanly_and_prints_once(tmp_path):
     assert proc.stdout.count("run directory:") == 1, proc.stdout
     assert "terminate called" not in proc.stderr
     assert [s["step"] for s in (json.loads(line) for line in (run / "steps.jsonl").read_text().splitlines())] == [1]
+
+
+@pytest.mark.slow  # two torchrun launches, ~20 s each
+def test_full_trainer_under_fsdp2_matches_ddp_and_a_single_process_engine(tmp_path):
+    """The whole trainer (generation, Gram probe, engine, update, logs) under FSDP2 on 2 gloo processes, gradient
+    strategy, 2 steps: the same weights, Grams and rewards as plain DDP on the same per-rank batches (whose Gram is the
+    brute-force global Gram: tests/test_gram.py), and the weights a single-process engine computes from the gathered
+    rewards and Grams the ranks saw. (A single-process *training* run samples other completions: one RNG stream
+    draws all 8, where each rank draws 4 from its own.)"""
+    import numpy as np
+
+    from moalign import weighting
+    from moalign.rl.engine import StepEngine
+
+    script = Path(__file__).with_name("_trainer_fsdp.py")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for mode in ("fsdp2", "ddp"):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+               str(_free_port()), str(script), mode, str(tmp_path)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=script.parent, env=env)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+    fsdp, ddp = (json.loads((tmp_path / f"{m}.json").read_text()) for m in ("fsdp2", "ddp"))
+    assert fsdp["skip"] == [None, None]
+    np.testing.assert_allclose(fsdp["weights"], ddp["weights"], rtol=1e-6)
+    np.testing.assert_allclose([s["gram"] for s in fsdp["seen"]], [s["gram"] for s in ddp["seen"]], rtol=1e-5)
+    np.testing.assert_allclose(fsdp["rewards"], ddp["rewards"], rtol=1e-6)
+    assert abs(fsdp["weights"][1][0] - 0.5) > 1e-3  # the weights moved
+    engine = StepEngine(["distinct", "alpha"], weighting.build("gradient", 2, mu=1e-2, normalize="none"))
+    for step, (seen, weights) in enumerate(zip(fsdp["seen"], fsdp["weights"])):
+        assert np.asarray(seen["rewards"]).shape == (8, 2)  # 2 ranks x 4 completions, gathered
+        engine.step(np.asarray(seen["rewards"]), num_generations=4, step=step, lr=seen["lr"],
+                    gram=lambda _adv, g=seen["gram"]: np.asarray(g))
+        engine.finish()
+        np.testing.assert_allclose(engine.record.weights, weights, rtol=1e-9)

@@ -8,7 +8,7 @@
   mappings; every entry is built while the config is checked, so an unknown name or parameter is reported before
   any model is loaded.
 * Keys are split between :class:`DataArguments`, TRL's ``ModelConfig`` (model id, dtype, LoRA) and
-  :class:`~moalign.trainer.MOGRPOConfig` (every ``GRPOConfig`` field plus moalign's); an unknown key is an error
+  :class:`~moalign.mo_config.MOGRPOConfig` (every ``GRPOConfig`` field plus moalign's); an unknown key is an error
   that lists it with the closest valid names.
 """
 
@@ -164,7 +164,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
     """
     from trl import ModelConfig
 
-    from .trainer import DEFAULT_OBJECTIVES, MOGRPOConfig
+    from .mo_config import DEFAULT_OBJECTIVES, MOGRPOConfig
 
     raw: dict[str, Any] = {}
     if path is not None:
@@ -205,19 +205,16 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
     _check_types(raw, MOGRPOConfig, train_keys)
     train_kwargs = {k: v for k, v in raw.items() if k in train_keys}
     train_kwargs.setdefault("output_dir", "runs/moalign")
-    train_kwargs.setdefault("objectives", list(DEFAULT_OBJECTIVES))  # so the strategy is fully checked now
+    train_kwargs.setdefault("objectives", list(DEFAULT_OBJECTIVES))  # so the objective names are checked now
     _device_defaults(train_kwargs)
     try:
         train_args = MOGRPOConfig(**train_kwargs)
     except TypeError as exc:
         raise ValueError(f"invalid config: {exc}") from exc
     from . import weighting
-    from .objectives import objective_label
 
-    labels = [objective_label(o) for o in train_args.objectives]
-    strategy = weighting.build(train_args.strategy, len(labels), labels, **train_args.strategy_params)
-    needs = getattr(strategy, "needs", ())
-    if "validation" in needs and not data_args.dataset_eval_split:
+    if "validation" in weighting.needs_for(train_args.strategy, train_args.strategy_params) \
+            and not data_args.dataset_eval_split:
         raise ValueError(
             f"strategy {train_args.strategy!r} takes its Pareto points from greedy evaluations of an eval_dataset, "
             "but dataset_eval_split is null; set dataset_eval_split (e.g. val) or strategy_params.point_source: "

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from .scoring import normalised_length, score_completions
 
 __all__ = [
     "FrontSummary",
@@ -55,9 +56,7 @@ def normalised_point(metrics: dict[str, float], objectives: Sequence, max_comple
     for obj in objectives:
         metric = eval_metric_name(obj)
         value = float(metrics[metric])
-        if metric == "length":
-            value = 1.0 - min(value, max_completion_length) / max_completion_length
-        point.append(value)
+        point.append(normalised_length(value, max_completion_length) if metric == "length" else value)
     return np.asarray(point, dtype=np.float64)
 
 
@@ -114,16 +113,9 @@ def evaluate_policy(
     completions = [[{"role": "assistant", "content": t}] for t in texts] if _is_chat(rows[0]["prompt"]) else texts
     metrics: dict[str, Any] = {"n": len(rows), "length": float(np.mean(lengths))}
     per_row: dict[str, list] = {"length": lengths}
+    scores = score_completions(objectives, [r["prompt"] for r in rows], completions, all_ids, columns)
     for obj in objectives:
-        previous = getattr(obj, "training", None)
-        if previous is not None:
-            obj.training = False
-        try:
-            scores = obj(prompts=[r["prompt"] for r in rows], completions=completions, completion_ids=all_ids, **columns)
-        finally:
-            if previous is not None:
-                obj.training = previous
-        per_row[obj.name] = [float(s) if s is not None and math.isfinite(float(s)) else None for s in scores]
+        per_row[obj.name] = scores[obj.name]
         valid = [s for s in per_row[obj.name] if s is not None]
         metrics[obj.name] = float(np.mean(valid)) if valid else float("nan")
     metrics["completions"] = texts
@@ -169,7 +161,7 @@ def normalise_metrics(values: np.ndarray, space: Sequence[tuple[str, bool]], max
     out = np.array(values, dtype=np.float64, copy=True)
     for j, (metric, _) in enumerate(space):
         if metric == "length":
-            out[:, j] = 1.0 - np.minimum(out[:, j], max_completion_length) / max_completion_length
+            out[:, j] = normalised_length(out[:, j], max_completion_length)
     return out
 
 

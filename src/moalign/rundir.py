@@ -17,6 +17,7 @@ resumed step are removed), so a run killed at any instant leaves files a resumed
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import tempfile
@@ -33,8 +34,12 @@ __all__ = [
     "truncate_jsonl",
     "read_state_file",
     "package_versions",
+    "start_logs",
     "to_jsonable",
+    "run_json",
 ]
+
+logger = logging.getLogger(__name__)
 
 STATE_FILE = "moalign_state.json"
 STATE_FORMAT_VERSION = 1
@@ -176,6 +181,28 @@ def set_aside_old_logs(run_dir: str | os.PathLike, names: tuple[str, ...] = ("st
             os.replace(path, target)
             moved.append(target)
     return moved
+
+
+def start_logs(run_dir: str | os.PathLike, resumed_step: int | None = None) -> list[Path]:
+    """Before training: a resumed run continues its files, without what the killed run wrote after its checkpoint
+    (``resumed_step``); a new run sets aside the logs an earlier run left (returned, with a warning each)."""
+    if resumed_step is not None:
+        for name in ("steps.jsonl", "evals.jsonl"):
+            truncate_jsonl(Path(run_dir) / name, max_step=resumed_step)
+        return []
+    old = set_aside_old_logs(run_dir)
+    for path in old:
+        logger.warning("%s already held a run's logs; kept them as %s (pass resume_from_checkpoint to continue that "
+                       "run instead)", run_dir, path.name)
+    return old
+
+
+def run_json(record: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What ``run.json`` holds: ``record`` (config, objectives, strategy, ...) plus the package versions, the start
+    time and ``extra`` (e.g. the dataset and model of ``moalign train``)."""
+    import time
+
+    return {**record, "versions": package_versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(extra or {})}
 
 
 def package_versions() -> dict[str, str]:

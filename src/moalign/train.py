@@ -38,11 +38,15 @@ def train(data_args: DataArguments, model_args, train_args, resume_from_checkpoi
     """Run one training job; returns the trainer (its ``run_dir`` holds the run directory)."""
     from trl import get_peft_config
 
+    from .mo_config import resolve_objectives
+    from .rl.engine import StepEngine
     from .trainer import MOGRPOTrainer
 
-    # Data and checkpoint first: a wrong path, missing columns, an unknown split or a missing checkpoint fail before
-    # any model is built or written.
+    # Data, strategy and checkpoint first: a wrong path, missing columns, an unknown split, a bad strategy parameter
+    # or a missing checkpoint fail before any model is built or written.
     train_ds, eval_ds = build_datasets(data_args)
+    names = [o.name for o in resolve_objectives(train_args)[0]]
+    engine = StepEngine.from_config(train_args, names)  # the run's only strategy instance
     resume = resume_from_checkpoint if resume_from_checkpoint is not None else train_args.resume_from_checkpoint
     if resume is True or (isinstance(resume, str) and resume.lower() in ("true", "last")):
         resume = last_complete_checkpoint(train_args.output_dir)
@@ -71,6 +75,7 @@ def train(data_args: DataArguments, model_args, train_args, resume_from_checkpoi
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
         eval_split_name=data_args.dataset_eval_split or "eval",
+        engine=engine,
     )
     trainer.extra_run_info = {
         "data": dataclasses.asdict(data_args),

@@ -79,6 +79,7 @@ def front_indicators(points: np.ndarray, reference: np.ndarray, grid: np.ndarray
 def _baseline_points(run_dir: Path, split: str, max_new_tokens: int, objectives: list[str]) -> tuple[np.ndarray, int]:
     from ..evaluation import metric_space
     from ..rundir import read_jsonl
+    from ..scoring import normalised_length
 
     meta = json.loads((run_dir / "run.json").read_text())
     space = metric_space(meta["objectives"])
@@ -93,7 +94,7 @@ def _baseline_points(run_dir: Path, split: str, max_new_tokens: int, objectives:
         row = []
         for metric, _ in space:
             v = float(e["metrics"][metric])
-            row.append(1.0 - min(v, max_new_tokens) / max_new_tokens if metric == "length" else v)
+            row.append(normalised_length(v, max_new_tokens) if metric == "length" else v)
         pts.append(row)
     steps = [int(json.loads(line)["step"]) for line in (run_dir / "steps.jsonl").read_text().splitlines() if line]
     return np.asarray(pts), max(steps, default=0)

@@ -66,24 +66,17 @@ def completion_scores(objectives: Sequence, rows: Sequence[dict[str, Any]], text
     :func:`moalign.evaluation.normalised_point`, per completion); the others are their own 0/1 scores (``None`` -> 0).
     """
     from ..evaluation import _is_chat, eval_metric_name
+    from ..scoring import normalised_length, score_completions
 
     columns = {key: [r.get(key) for r in rows] for key in rows[0] if key != "prompt"}
     completions = [[{"role": "assistant", "content": t}] for t in texts] if _is_chat(rows[0]["prompt"]) else list(texts)
     out = np.zeros((len(texts), len(objectives)))
     for j, obj in enumerate(objectives):
         if eval_metric_name(obj) == "length":
-            out[:, j] = [1.0 - min(len(t), max_new_tokens) / max_new_tokens for t in token_ids]
+            out[:, j] = [normalised_length(len(t), max_new_tokens) for t in token_ids]
             continue
-        previous = getattr(obj, "training", None)
-        if previous is not None:
-            obj.training = False
-        try:
-            scores = obj(prompts=[r["prompt"] for r in rows], completions=completions,
-                         completion_ids=[list(t) for t in token_ids], **columns)
-        finally:
-            if previous is not None:
-                obj.training = previous
-        out[:, j] = [float(s) if s is not None and np.isfinite(float(s)) else 0.0 for s in scores]
+        scores = score_completions([obj], [r["prompt"] for r in rows], completions, token_ids, columns)[obj.name]
+        out[:, j] = [0.0 if s is None else s for s in scores]
     return out
 
 

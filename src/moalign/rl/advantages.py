@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["ESTIMATORS", "compute_advantages", "is_linear", "nanstd"]
+__all__ = ["ESTIMATORS", "ESTIMATOR_SUMMARIES", "compute_advantages", "is_linear", "nanstd"]
 
 EPS = 1e-4  # TRL's constant, kept so grpo matches GRPOTrainer bit for bit
 
@@ -93,6 +93,13 @@ def reinforce(r: torch.Tensor, num_generations: int, scale_rewards: str = "batch
 
 
 ESTIMATORS: dict[str, Callable[..., torch.Tensor]] = {"grpo": grpo, "rloo": rloo, "reinforce": reinforce}
+
+#: One line per estimator, for help strings and docs (the keys are ESTIMATORS', checked by a test).
+ESTIMATOR_SUMMARIES: dict[str, str] = {
+    "grpo": "group mean, std per `scale_rewards`",
+    "rloo": "leave-one-out mean",
+    "reinforce": "REINFORCE++ batch whitening; plain batch-mean REINFORCE with scale_rewards='none'",
+}
 
 
 def compute_advantages(

@@ -40,7 +40,10 @@ from ..weighting.base import StepStats, WeightingStrategy
 from .advantages import EPS, compute_advantages, nanstd
 from .covariance import within_group_covariance
 
-__all__ = ["AGGREGATIONS", "GramFn", "StepRecord", "StepSkipped", "finish_step", "weigh_step"]
+__all__ = [
+    "AGGREGATIONS", "GramFn", "StepRecord", "StepSkipped", "finish_step", "per_objective_step", "weigh_stats",
+    "weigh_step",
+]
 
 AGGREGATIONS = ("sum_then_normalize", "normalize_then_sum", "mo_grpo")
 
@@ -75,6 +78,8 @@ class StepRecord:
         strategy_metrics: the strategy's scalars (refreshed by :func:`finish_step`).
         stats: the :class:`~moalign.weighting.StepStats` the strategy saw (``gram``, ``losses``,
             ``scalarized_advantages``...).
+        lr_scale: the strategy's learning-rate multiplier on this step's optimizer steps (set by the engine).
+        traded_away: objectives the interference monitor flagged after this step (set by the engine).
     """
 
     step: int
@@ -85,6 +90,8 @@ class StepRecord:
     skip_reason: str | None
     strategy_metrics: dict[str, float]
     stats: StepStats = field(repr=False)
+    lr_scale: float = 1.0
+    traded_away: list[str] = field(default_factory=list)
 
 
 def _as_numpy(x: Any) -> np.ndarray:
@@ -104,6 +111,103 @@ def _skip_reason(stats: StepStats) -> str:
             return "all-zero Gram matrix although rewards vary (no objective has a policy gradient on the probed " \
                    "parameters)"
     return "non-finite or degenerate statistics"
+
+
+def per_objective_step(
+    rewards: np.ndarray | torch.Tensor,
+    num_objectives: int,
+    *,
+    num_generations: int,
+    estimator: str = "grpo",
+    scale_rewards: str = "group",
+    step: int = 0,
+    lr: float = 0.0,
+) -> StepStats:
+    """The first half of :func:`weigh_step`: the step's :class:`StepStats` with the per-objective advantages
+    ``(N, K)``, computed once (``stats.advantages``; 0 where unscored)."""
+    r = torch.as_tensor(_as_numpy(rewards), dtype=torch.float32)  # (N, K)
+    if r.ndim != 2 or r.shape[1] != num_objectives:
+        raise ValueError(f"rewards must have shape (N, {num_objectives}) (one column per objective), but "
+                         f"got {tuple(r.shape)}")
+    mo_adv = compute_advantages(r, estimator, num_generations, scale_rewards)  # (N, K), 0 where unscored
+    return StepStats(
+        step=int(step),
+        rewards=_as_numpy(r),
+        group_ids=np.arange(r.shape[0]) // num_generations,
+        advantages=_as_numpy(mo_adv),
+        lr=float(lr),
+    )
+
+
+def weigh_stats(
+    stats: StepStats,
+    strategy: WeightingStrategy,
+    *,
+    num_generations: int,
+    estimator: str = "grpo",
+    scale_rewards: str = "group",
+    aggregation: str = "sum_then_normalize",
+    needs: frozenset[str] | None = None,
+    gram: GramFn | None = None,
+) -> tuple[torch.Tensor, StepRecord]:
+    """The second half of :func:`weigh_step`, on the stats of :func:`per_objective_step`: the Gram (when the
+    strategy needs it), ``before_update``, the scalarization and the scalar advantages. ``needs`` defaults to
+    ``strategy.needs``."""
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"multi_objective_aggregation must be one of {', '.join(AGGREGATIONS)}, but got "
+                         f"{aggregation!r}")
+    r = torch.as_tensor(stats.rewards, dtype=torch.float32)  # (N, K), exact: float32 -> float64 -> float32
+    mo_adv = torch.as_tensor(stats.advantages, dtype=torch.float32)
+    n = r.shape[0]
+    unscored = torch.isnan(r)  # (N, K)
+    needs = strategy.needs if needs is None else needs
+    skip_reason = None
+    if bool(unscored.all()):
+        skip_reason = "no completion could be scored"
+    else:
+        if "gram" in needs or "losses" in needs:
+            if gram is None:
+                raise ValueError(f"strategy {strategy.name!r} needs per-objective gradient statistics; pass gram=")
+            try:
+                out = gram(mo_adv)
+            except Exception as exc:  # noqa: BLE001 - only the probe's own "cannot use this step" signal
+                if not isinstance(getattr(exc, "reason", None), str):
+                    raise
+                skip_reason = exc.reason
+            else:
+                g, losses = out if isinstance(out, tuple) else (out, None)
+                stats.gram = _as_numpy(g)
+                stats.losses = None if losses is None else _as_numpy(losses)
+        if skip_reason is None:
+            strategy.before_update(stats)
+            if strategy.metrics().get("skipped"):
+                skip_reason = _skip_reason(stats)
+    weights = np.asarray(strategy.weights(), dtype=np.float64)
+
+    if aggregation == "sum_then_normalize":
+        scalar = torch.as_tensor(strategy.scalarize(stats.rewards), dtype=torch.float32)  # (N,), NaN: unscored
+        adv = compute_advantages(scalar, estimator, num_generations, scale_rewards)
+    else:  # GDPO / MO-GRPO: the strategy combines the normalised per-objective rewards
+        normalised = _as_numpy(mo_adv.masked_fill(unscored, float("nan")))  # (N, K)
+        scalar = torch.as_tensor(strategy.scalarize(normalised), dtype=torch.float32)  # (N,)
+        if aggregation == "normalize_then_sum":  # GDPO: batch whitening (TRL)
+            std = nanstd(scalar) if n > 1 else torch.zeros(())
+            scalar = (scalar - torch.nanmean(scalar)) / (std + EPS)
+        adv = torch.nan_to_num(scalar, nan=0.0)
+    scale = float(strategy.advantage_scale())
+    adv = adv * scale
+    stats.scalarized_advantages = _as_numpy(adv)
+    record = StepRecord(
+        step=int(stats.step),
+        weights=weights,
+        reward_means=stats.objective_means,
+        advantage_scale=scale,
+        covariance=within_group_covariance(stats.rewards, stats.scalarized_advantages, stats.group_ids),
+        skip_reason=skip_reason,
+        strategy_metrics=dict(strategy.metrics()),
+        stats=stats,
+    )
+    return adv, record
 
 
 def weigh_step(
@@ -146,68 +250,10 @@ def weigh_step(
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"multi_objective_aggregation must be one of {', '.join(AGGREGATIONS)}, but got "
                          f"{aggregation!r}")
-    r = torch.as_tensor(_as_numpy(rewards), dtype=torch.float32)  # (N, K)
-    if r.ndim != 2 or r.shape[1] != strategy.num_objectives:
-        raise ValueError(f"rewards must have shape (N, {strategy.num_objectives}) (one column per objective), but "
-                         f"got {tuple(r.shape)}")
-    n, k = r.shape
-    unscored = torch.isnan(r)  # (N, K)
-    mo_adv = compute_advantages(r, estimator, num_generations, scale_rewards)  # (N, K), 0 where unscored
-    stats = StepStats(
-        step=int(step),
-        rewards=_as_numpy(r),
-        group_ids=np.arange(n) // num_generations,
-        advantages=_as_numpy(mo_adv),
-        lr=float(lr),
-    )
-    needs = strategy.needs
-    skip_reason = None
-    if bool(unscored.all()):
-        skip_reason = "no completion could be scored"
-    else:
-        if "gram" in needs or "losses" in needs:
-            if gram is None:
-                raise ValueError(f"strategy {strategy.name!r} needs per-objective gradient statistics; pass gram=")
-            try:
-                out = gram(mo_adv)
-            except Exception as exc:  # noqa: BLE001 - only the probe's own "cannot use this step" signal
-                if not isinstance(getattr(exc, "reason", None), str):
-                    raise
-                skip_reason = exc.reason
-            else:
-                g, losses = out if isinstance(out, tuple) else (out, None)
-                stats.gram = _as_numpy(g)
-                stats.losses = None if losses is None else _as_numpy(losses)
-        if skip_reason is None:
-            strategy.before_update(stats)
-            if strategy.metrics().get("skipped"):
-                skip_reason = _skip_reason(stats)
-    weights = np.asarray(strategy.weights(), dtype=np.float64)
-
-    if aggregation == "sum_then_normalize":
-        scalar = torch.as_tensor(strategy.scalarize(stats.rewards), dtype=torch.float32)  # (N,), NaN: unscored
-        adv = compute_advantages(scalar, estimator, num_generations, scale_rewards)
-    else:  # GDPO / MO-GRPO: the strategy combines the normalised per-objective rewards
-        normalised = _as_numpy(mo_adv.masked_fill(unscored, float("nan")))  # (N, K)
-        scalar = torch.as_tensor(strategy.scalarize(normalised), dtype=torch.float32)  # (N,)
-        if aggregation == "normalize_then_sum":  # GDPO: batch whitening (TRL)
-            std = nanstd(scalar) if n > 1 else torch.zeros(())
-            scalar = (scalar - torch.nanmean(scalar)) / (std + EPS)
-        adv = torch.nan_to_num(scalar, nan=0.0)
-    scale = float(strategy.advantage_scale())
-    adv = adv * scale
-    stats.scalarized_advantages = _as_numpy(adv)
-    record = StepRecord(
-        step=int(step),
-        weights=weights,
-        reward_means=stats.objective_means,
-        advantage_scale=scale,
-        covariance=within_group_covariance(stats.rewards, stats.scalarized_advantages, stats.group_ids),
-        skip_reason=skip_reason,
-        strategy_metrics=dict(strategy.metrics()),
-        stats=stats,
-    )
-    return adv, record
+    stats = per_objective_step(rewards, strategy.num_objectives, num_generations=num_generations, estimator=estimator,
+                               scale_rewards=scale_rewards, step=step, lr=lr)
+    return weigh_stats(stats, strategy, num_generations=num_generations, estimator=estimator,
+                       scale_rewards=scale_rewards, aggregation=aggregation, gram=gram)
 
 
 def finish_step(

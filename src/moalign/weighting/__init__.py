@@ -20,6 +20,17 @@ from . import (  # noqa: F401
     saw,
     tchebycheff,
 )
-from .base import STRATEGIES, StepStats, WeightingStrategy, available, build, register
+from .base import (
+    STRATEGIES,
+    StepStats,
+    WeightingStrategy,
+    available,
+    build,
+    check_parameter_names,
+    needs_for,
+    register,
+)
 
-__all__ = ["STRATEGIES", "StepStats", "WeightingStrategy", "available", "build", "register"]
+__all__ = [
+    "STRATEGIES", "StepStats", "WeightingStrategy", "available", "build", "check_parameter_names", "needs_for", "register",
+]

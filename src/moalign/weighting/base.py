@@ -49,6 +49,7 @@ __all__ = [
     "STRATEGIES",
     "check_weight_vector",
     "nan_safe_linear",
+    "needs_for",
     "require_gram",
 ]
 
@@ -284,6 +285,13 @@ class WeightingStrategy:
     #: The strategy's mutable state, JSON key -> field; :meth:`state_dict` saves exactly these keys.
     state_fields: ClassVar[dict[str, StateField]] = {"weights": StateField("_w")}
 
+    @classmethod
+    def needs_for(cls, params: dict[str, Any]) -> frozenset[str]:
+        """The statistics an instance built with ``params`` (its ``strategy_params``) will need, known without
+        building it: the class's ``needs`` unless a parameter changes them (hypervolume's ``point_source``). A
+        trainer decides from this what to compute, so the strategy itself is built only once."""
+        return cls.needs
+
     def __init__(self, num_objectives: int, objective_names: Sequence[str] | None = None):
         if not isinstance(num_objectives, (int, np.integer)) or num_objectives < 1:
             raise ValueError(f"num_objectives must be a positive integer, but got {num_objectives!r}")
@@ -484,10 +492,9 @@ def _lookup(name: str) -> type[WeightingStrategy]:
     return STRATEGIES[name]
 
 
-def build(
-    name: str, num_objectives: int, objective_names: Sequence[str] | None = None, **params: Any
-) -> WeightingStrategy:
-    """Build a registered strategy by name; unknown names and parameters raise ``ValueError`` with the valid ones."""
+def check_parameter_names(name: str, params: dict[str, Any]) -> type[WeightingStrategy]:
+    """The class of strategy ``name``; an unknown name or parameter name raises ``ValueError`` with the valid ones.
+    Parameter *values* are checked by the constructor (:func:`build`)."""
     cls = _lookup(name)
     accepted = accepted_parameters(name)
     unknown = sorted(set(params) - set(accepted))
@@ -495,6 +502,25 @@ def build(
         raise ValueError(
             f"strategy {name!r} got unknown parameter(s) {unknown}; it accepts: {', '.join(accepted) or '(none)'}"
         )
+    return cls
+
+
+def needs_for(name: str, params: dict[str, Any] | None = None) -> frozenset[str]:
+    """What strategy ``name`` with ``params`` needs (``"gram"``, ``"losses"``, ``"post_update"``, ``"validation"``),
+    without building it.
+
+    >>> sorted(needs_for("gradient")), sorted(needs_for("hypervolume", {"point_source": "train_batch"}))
+    (['gram'], [])
+    """
+    params = dict(params or {})
+    return frozenset(check_parameter_names(name, params).needs_for(params))
+
+
+def build(
+    name: str, num_objectives: int, objective_names: Sequence[str] | None = None, **params: Any
+) -> WeightingStrategy:
+    """Build a registered strategy by name; unknown names and parameters raise ``ValueError`` with the valid ones."""
+    cls = check_parameter_names(name, params)
     return cls(num_objectives, objective_names=objective_names, **params)
 
 

@@ -146,7 +146,7 @@ class Hypervolume(WeightingStrategy):
     0.8674
     """
 
-    needs = frozenset({"validation"})  # default point_source; set per instance in __init__
+    needs = frozenset({"validation"})  # default point_source; see needs_for
     on_simplex = False  # user weights are applied as given
     state_fields = {
         "weights": StateField("_w"),
@@ -158,6 +158,11 @@ class Hypervolume(WeightingStrategy):
         "last_point_step": StateField("_last_step", kind="integer", nullable=True),
         "skipped": StateField("_skipped", kind="flag"),
     }
+
+    @classmethod
+    def needs_for(cls, params: dict[str, Any]) -> frozenset[str]:
+        # Validation points only with point_source: validation (the default); train_batch points need nothing.
+        return frozenset({"validation"}) if params.get("point_source", "validation") == "validation" else frozenset()
 
     def __init__(
         self,
@@ -202,8 +207,8 @@ class Hypervolume(WeightingStrategy):
         self.preset, self.activation, self.point_source, self.apply_to = preset, activation, point_source, apply_to
         self.hv_scale = hv_scale
         self.ref_point = ref_point if isinstance(ref_point, str) else ref.tolist()
-        # The trainer reads `strategy.needs`; the instance attribute shadows the class default.
-        self.needs = frozenset({"validation"}) if point_source == "validation" else frozenset()  # type: ignore[misc]
+        # The instance attribute shadows the class default; it is what needs_for says for these parameters.
+        self.needs = type(self).needs_for({"point_source": point_source})  # type: ignore[misc]
         self._f = ACTIVATIONS[activation]
         self._buffer = ParetoBuffer(None if ref is None else ref, maximize=True)
         self._delta_hv = 0.0
