@@ -1,10 +1,11 @@
-"""``MOGRPOConfig``: TRL's ``GRPOConfig`` plus moalign's fields, checked without building anything.
+"""``MOGRPOConfig``: TRL's ``GRPOConfig`` plus moalign's fields, checked without building the strategy.
 
-``__post_init__`` validates names (strategy, its parameter names, estimator, objectives), the settings a strategy's
-needs impose (:func:`moalign.weighting.needs_for`, known without building it) and the step alignment. Parameter
-*values* (e.g. the count of ``strategy_params.weights``) are checked when the strategy is built, once, by the step
-engine (:class:`moalign.rl.engine.StepEngine`): ``moalign train`` builds it right after the data, before any model is
-loaded; ``MOGRPOTrainer`` builds it when it is constructed.
+``__post_init__`` validates names (strategy, its parameter names, estimator, aggregation), builds the objectives
+(cheap; so an unknown objective or objective parameter is reported at once), checks the settings a strategy's needs
+impose (:func:`moalign.weighting.needs_for`, known without building it) and the step alignment. The strategy's
+parameter *values* (e.g. the count of ``strategy_params.weights``) are checked when the strategy is built, once, by
+the step engine (:class:`moalign.rl.engine.StepEngine`): ``moalign train`` builds it right after the data, before any
+model is loaded; ``MOGRPOTrainer`` builds it when it is constructed.
 """
 
 from __future__ import annotations
