@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import bench_trainer as bt
 import torch
 from moalign import trainer as tr
+from moalign.scoring import GuardedObjective
 from trl import GRPOTrainer
 
 logging.disable(logging.WARNING); warnings.filterwarnings("ignore"); torch.set_num_threads(1)
@@ -37,11 +38,11 @@ def wrap(cls, name, key):
 wrap(tr.MOGRPOTrainer, "_generate_and_score_completions", "outer_gen")
 wrap(GRPOTrainer, "_generate_and_score_completions", "super_gen")
 wrap(tr.MOGRPOTrainer, "_finish_step", "finish")
-wrap(tr._GuardedObjective, "__call__", "guard")
+wrap(GuardedObjective, "__call__", "guard")
 for hook in ("on_step_end", "on_pre_optimizer_step", "on_optimizer_step", "on_save"):
     if hasattr(tr._MOCallback, hook):
         wrap(tr._MOCallback, hook, "callback")
-orig_init = tr._GuardedObjective.__init__
+orig_init = GuardedObjective.__init__
 def init(self, objective):
     orig_init(self, objective)
     inner = self.objective
@@ -52,7 +53,7 @@ def init(self, objective):
         finally:
             acc["objective"] += clock() - t
     self.objective = timed
-tr._GuardedObjective.__init__ = init
+GuardedObjective.__init__ = init
 
 class A: pass
 args = A(); args.batch, args.generations, args.completion_length, args.hidden, args.layers = 16, 4, 48, 128, 6

@@ -1076,7 +1076,7 @@ def test_long_run_memory_and_logs_stay_bounded(tmp_path, monkeypatch):
             samples.append({
                 "step": state.global_step,
                 "rss": _rss_mib(),
-                "reward_history": len(t._reward_history),
+                "reward_history": len(t.engine.monitor.reward_history),  # the monitor moved into the step engine
                 "metrics": max((len(v) for v in t._metrics["train"].values()), default=0),
                 "metric_keys": len(t._metrics["train"]),
                 "logs": max(len(t._logs[k]) for k in ("prompt", "completion", "advantages")),
