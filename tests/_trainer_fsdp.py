@@ -86,6 +86,7 @@ def main(mode: str, out: Path) -> None:
             "skip": [s.get("skip_reason") for s in steps],
             "seen": seen,
         }))
+    trainer.accelerator.wait_for_everyone()  # as `moalign train` does: no rank ends the group while another uses it
     trainer.accelerator.end_training()
 
 
