@@ -54,7 +54,6 @@ def test_moalign_train_under_torchrun_ends_cleanly_and_prints_once(tmp_path):
     assert [s["step"] for s in (json.loads(line) for line in (run / "steps.jsonl").read_text().splitlines())] == [1]
 
 
-@pytest.mark.slow  # two torchrun launches, ~20 s each
 def test_full_trainer_under_fsdp2_matches_ddp_and_a_single_process_engine(tmp_path):
     """The whole trainer (generation, Gram probe, engine, update, logs) under FSDP2 on 2 gloo processes, gradient
     strategy, 2 steps: the same weights, Grams and rewards as plain DDP on the same per-rank batches (whose Gram is the
