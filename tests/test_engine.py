@@ -68,6 +68,30 @@ def test_per_objective_advantages_are_computed_once_and_handed_to_the_gram_slot(
     np.testing.assert_array_equal(engine.record.stats.gram, np.eye(3))
 
 
+def test_an_estimator_function_replaces_the_named_estimator_in_both_passes():
+    """A framework's own estimator (the verl plugin passes verl's GRPO) goes in as a function: it computes the
+    per-objective advantages and, under sum_then_normalize, those of the weighted reward."""
+    calls = []
+
+    def centred(r, num_generations, scale_rewards):  # written with numpy: group mean-centring, NaN stays NaN
+        calls.append((tuple(r.shape), scale_rewards))
+        x = r.numpy().astype(np.float64)
+        grouped = x.reshape(-1, num_generations, *x.shape[1:])
+        return torch.as_tensor((grouped - np.nanmean(grouped, axis=1, keepdims=True)).reshape(x.shape))
+
+    engine = StepEngine(NAMES, "fixed", {"weights": [0.5, 0.3, 0.2]}, estimator=centred, scale_rewards="none")
+    out = engine.step(REWARDS, num_generations=2)
+    assert calls == [((8, 3), "none"), ((8,), "none")]
+    np.testing.assert_allclose(out.advantages.numpy(), _by_hand_fixed(REWARDS, [0.5, 0.3, 0.2], 2), atol=1e-6)
+    assert not torch.isnan(out.per_objective_advantages).any()  # unscored -> 0, as with a named estimator
+    named = StepEngine(NAMES, "fixed", {"weights": [0.5, 0.3, 0.2]}, estimator="grpo", scale_rewards="none")
+    torch.testing.assert_close(out.per_objective_advantages, named.step(REWARDS, num_generations=2)
+                               .per_objective_advantages, atol=1e-6, rtol=0)
+    assert engine.run_info()["advantage_estimator"] == "centred"
+    with pytest.raises(ValueError, match="unknown advantage_estimator 'gae'.*or pass an estimator function"):
+        StepEngine(NAMES, estimator="gae")
+
+
 def test_the_gram_slot_is_asked_only_when_the_strategy_needs_it():
     def refuse(_adv):
         raise AssertionError("the fixed strategy needs no Gram")
@@ -99,8 +123,10 @@ def test_group_ids_in_any_order_equal_consecutive_blocks(strategy, params):
     blocks.finish(clipped_advantage_weights=clipped)
     shuffled.finish(clipped_advantage_weights=clipped[perm])
     np.testing.assert_allclose(shuffled.weights(), blocks.weights(), atol=1e-12)
-    with pytest.raises(ValueError, match="same number of completions"):
+    with pytest.raises(ValueError, match="same number of completions.*disable filters that drop single"):
         StepEngine(NAMES).step(REWARDS, group_ids=[0, 0, 0, 1, 1, 2, 2, 3])
+    with pytest.raises(ValueError, match="the batch is empty"):
+        StepEngine(NAMES).step(np.zeros((0, 3)), group_ids=[])
     with pytest.raises(ValueError, match="exactly one of num_generations"):
         StepEngine(NAMES).step(REWARDS)
 

@@ -103,17 +103,23 @@ ESTIMATOR_SUMMARIES: dict[str, str] = {
 
 
 def compute_advantages(
-    rewards: torch.Tensor, estimator: str, num_generations: int, scale_rewards: str = "group"
+    rewards: torch.Tensor, estimator: str | Callable[..., torch.Tensor], num_generations: int,
+    scale_rewards: str = "group",
 ) -> torch.Tensor:
-    """Advantages of ``rewards`` (``(N,)`` or ``(N, K)``) with the named estimator; NaN rewards -> advantage 0.
+    """Advantages of ``rewards`` (``(N,)`` or ``(N, K)``) with the named estimator, or with an estimator function of
+    the same signature as :data:`ESTIMATORS`' (another framework's, e.g. verl's); NaN rewards -> advantage 0.
 
     >>> r = torch.tensor([1.0, 0.0, 1.0, 1.0])
     >>> compute_advantages(r, "rloo", num_generations=2).tolist()
     [1.0, -1.0, 0.0, 0.0]
     """
-    if estimator not in ESTIMATORS:
+    if callable(estimator):
+        fn = estimator
+    elif estimator in ESTIMATORS:
+        fn = ESTIMATORS[estimator]
+    else:
         raise ValueError(f"unknown advantage_estimator {estimator!r}; valid names: {', '.join(sorted(ESTIMATORS))}")
-    adv = ESTIMATORS[estimator](rewards.to(torch.float32), num_generations, scale_rewards)
+    adv = fn(rewards.to(torch.float32), num_generations, scale_rewards)
     return torch.nan_to_num(adv, nan=0.0)
 
 

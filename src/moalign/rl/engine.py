@@ -18,14 +18,16 @@ strategy needs is known from its name and parameters (:func:`moalign.weighting.n
 once, here (or handed in already built).
 
 Rows are grouped by prompt either in consecutive blocks of ``num_generations`` (TRL) or by ``group_ids`` in any
-order (verl's ``uid``); every prompt must have the same number of completions. The module depends on numpy, torch
+order (verl's ``uid``); every prompt must have the same number of completions. The estimator is one of moalign's
+(:data:`moalign.rl.advantages.ESTIMATORS`) or a function with their signature, e.g. a framework's own estimator
+(the verl plugin passes verl's GRPO/RLOO, so that its advantages equal verl's). The module depends on numpy, torch
 and :mod:`moalign.weighting` only.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +40,12 @@ from .advantages import ESTIMATORS
 from .monitor import InterferenceMonitor
 from .step import AGGREGATIONS, GramFn, StepRecord, _as_numpy, finish_step, per_objective_step, weigh_stats
 
-__all__ = ["StepEngine", "StepOutput"]
+__all__ = ["EstimatorFn", "StepEngine", "StepOutput"]
+
+#: ``estimator(rewards, num_generations, scale_rewards) -> advantages``: rewards ``(N,)`` or ``(N, K)`` float32, rows
+#: grouped by prompt in consecutive blocks of ``num_generations``, NaN = unscored; advantages of the same shape (NaN or
+#: 0 where unscored). The signature of :data:`moalign.rl.advantages.ESTIMATORS`' functions.
+EstimatorFn = Callable[[torch.Tensor, int, str], torch.Tensor]
 
 
 @dataclass
@@ -66,7 +73,9 @@ class StepEngine:
         strategy: a registry name (:func:`moalign.weighting.available`), built here with ``strategy_params``, or a
             built :class:`~moalign.weighting.WeightingStrategy` with K objectives.
         strategy_params: the strategy's keyword parameters (with a name only).
-        estimator: ``grpo`` | ``rloo`` | ``reinforce`` (:func:`moalign.rl.compute_advantages`).
+        estimator: ``grpo`` | ``rloo`` | ``reinforce`` (:func:`moalign.rl.compute_advantages`), or an
+            :data:`EstimatorFn` (another framework's estimator). It computes the per-objective advantages and, under
+            ``sum_then_normalize``, the advantages of the weighted reward.
         scale_rewards: ``group`` | ``batch`` | ``none``.
         aggregation: ``sum_then_normalize`` | ``normalize_then_sum`` (:mod:`moalign.rl.step`).
         interference_window: steps of negative covariance with a falling mean before an objective is flagged.
@@ -80,7 +89,7 @@ class StepEngine:
         strategy: str | WeightingStrategy = "fixed",
         strategy_params: dict[str, Any] | None = None,
         *,
-        estimator: str = "grpo",
+        estimator: str | EstimatorFn = "grpo",
         scale_rewards: str = "group",
         aggregation: str = "sum_then_normalize",
         interference_window: int = 5,
@@ -88,8 +97,13 @@ class StepEngine:
     ):
         self.objective_names = [str(n) for n in objective_names]
         k = len(self.objective_names)
-        if estimator not in ESTIMATORS:
-            raise ValueError(f"unknown advantage_estimator {estimator!r}; valid names: {', '.join(sorted(ESTIMATORS))}")
+        if callable(estimator):
+            self.estimator_name = str(getattr(estimator, "__name__", type(estimator).__name__))
+        elif estimator in ESTIMATORS:
+            self.estimator_name = estimator
+        else:
+            raise ValueError(f"unknown advantage_estimator {estimator!r}; valid names: {', '.join(sorted(ESTIMATORS))}"
+                             " (or pass an estimator function)")
         if scale_rewards not in ("group", "batch", "none"):
             raise ValueError(f"scale_rewards must be 'group', 'batch' or 'none', but got {scale_rewards!r}")
         if aggregation not in AGGREGATIONS:
@@ -241,10 +255,13 @@ class StepEngine:
         ids = np.asarray(group_ids)
         if ids.shape != (n,):
             raise ValueError(f"group_ids must have one entry per row ({n}), but has shape {ids.shape}")
+        if n == 0:
+            raise ValueError("the batch is empty")
         _, inverse, counts = np.unique(ids, return_inverse=True, return_counts=True)
         if np.any(counts != counts[0]):
             raise ValueError(f"every prompt must have the same number of completions, but group sizes range from "
-                             f"{counts.min()} to {counts.max()}")
+                             f"{counts.min()} to {counts.max()}; keep whole groups (disable filters that drop single "
+                             "completions, such as rollout failures or partial groups)")
         order = np.argsort(inverse, kind="stable")  # each group's rows consecutive, in their original order
         return int(counts[0]), (None if np.array_equal(order, np.arange(n)) else order)
 
@@ -259,7 +276,7 @@ class StepEngine:
     def run_info(self) -> dict[str, Any]:
         """What ``run.json`` records about the engine: the strategy (name, repr, needs) and the estimator."""
         return {"strategy": {"name": self.strategy.name, "repr": repr(self.strategy), "needs": sorted(self.needs)},
-                "advantage_estimator": self.estimator}
+                "advantage_estimator": self.estimator_name}
 
     def metrics(self, record: StepRecord | None = None) -> dict[str, float]:
         """Scalars to log for a step: ``weights/<objective>``, ``covariance/<objective>``, ``advantage_scale``,
