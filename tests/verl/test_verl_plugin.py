@@ -139,9 +139,12 @@ def test_ctwa_weights_move_over_simulated_steps(session_for):
     assert session.step == 6
     assert np.abs(w[-1] - np.array([0.333, 0.333, 0.334])).max() > 1e-3
     assert np.all(np.abs(np.diff(w, axis=0)).sum(1) > 0)  # every step moved them
-    metrics = session.metrics()
-    assert {f"moalign/weight/{n}" for n in session.names} <= set(metrics)
+    metrics = session.metrics()  # the engine's metrics (TRL's keys) under moalign/, and the verl-only ones
+    assert {f"moalign/{key}" for key in session.engine.metrics()} <= set(metrics)
+    assert {f"moalign/weights/{n}" for n in session.names} <= set(metrics)
     assert {f"moalign/covariance/{n}" for n in session.names} <= set(metrics)
+    assert {f"moalign/reward/{n}" for n in session.names} <= set(metrics)
+    assert metrics["moalign/weights/accuracy"] == pytest.approx(w[-2][0])  # the weights that scalarised step 6
 
 
 def test_hypervolume_meta_reward_scales_advantages_after_validation(session_for):
@@ -156,7 +159,7 @@ def test_hypervolume_meta_reward_scales_advantages_after_validation(session_for)
     assert r_pareto > 1.0
     scaled = moalign_advantages(session, rewards, uids, v1_batch(rewards, uids, lengths), algo())
     torch.testing.assert_close(scaled, base * r_pareto, atol=1e-5, rtol=1e-5)
-    assert session.metrics()["moalign/r_pareto"] == pytest.approx(r_pareto)
+    assert session.metrics()["moalign/strategy/r_pareto"] == pytest.approx(r_pareto)
 
 
 @pytest.mark.parametrize("strategy,params", [("ctwa", {"cov_targets": [0.6, 0.3, 0.3]}), ("lagrangian", {}),
@@ -177,6 +180,33 @@ def test_state_saved_with_a_checkpoint_continues_the_same_trajectory(session_for
     other = session_for(strategy="fixed")
     with pytest.raises(ValueError, match="resume with the same algorithm.moalign settings"):
         other.load(tmp_path / "global_step_3")
+
+
+def test_an_old_plugin_checkpoint_continues_the_same_trajectory(session_for):
+    """The pre-engine state file (test_verl_session.OLD_STATE) resumes onto the weights that run went on to take."""
+    from test_verl_session import CTWA, OLD_STATE
+
+    resumed = session_for(**CTWA)
+    resumed.load_state_dict(OLD_STATE)
+    rest = simulate(resumed, steps=2, start=3)
+    # what the pre-engine plugin computed for steps 4 and 5 after those 3 steps (commit ae14987)
+    np.testing.assert_allclose(rest, [[0.3456796125086259, 0.3253249706356711, 0.32899541685570294],
+                                      [0.34912345440546655, 0.3234760494773053, 0.32740049611722816]], atol=1e-12)
+
+
+def test_the_interference_monitor_flags_an_objective_traded_away(session_for):
+    """Accuracy alone drives the advantage (weights 1, 0, 0) while clarity's reward is its opposite within every
+    prompt and falls: after the engine's window (5 steps) clarity is logged as traded away, the others are not."""
+    session = session_for(strategy_params={"weights": [1.0, 0.0, 0.0]})
+    uids = np.array([f"p{i // 4}" for i in range(8)], dtype=object)
+    lengths = np.full(8, 5)
+    for t in range(6):
+        accuracy = np.tile([1.0, 1.0, 0.0, 0.0], 2)
+        rewards = np.stack([accuracy, np.full(8, 0.5), (1.0 - accuracy) * (1.0 - 0.1 * t)], axis=1)
+        moalign_advantages(session, rewards, uids, v1_batch(rewards, uids, lengths), algo())
+        session.finish_step(None)
+        flags = {n: session.metrics()[f"moalign/traded_away/{n}"] for n in session.names}
+        assert flags == {"accuracy": 0.0, "conciseness": 0.0, "clarity": float(t == 5)}, t
 
 
 # -- reward function and manager contract ------------------------------------------------------------------------------
@@ -263,4 +293,24 @@ def test_trainer_hooks_checkpoint_and_validation(tmp_path, monkeypatch):
     trainer.mo_session = session_from_config(trainer.config)
     trainer._load_checkpoint()
     assert trainer.mo_session.strategy.metrics()["pareto_buffer_size"] == 1.0  # the step-0 point came back
+    S.set_session(None)
+
+
+def test_trainer_update_hook_finishes_the_engines_step_and_logs_its_metrics(tmp_path, monkeypatch):
+    from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
+
+    from moalign.integrations.verl.trainer import MOPPOTrainer, session_from_config
+
+    trainer = object.__new__(MOPPOTrainer)
+    trainer.config = verl_config(tmp_path, strategy="fixed", strategy_params={"weights": W})
+    trainer.mo_session = session_from_config(trainer.config)
+    S.set_session(trainer.mo_session)
+    monkeypatch.setattr(PPOTrainerSync, "_update_actor", lambda self, batch, metrics: batch)  # verl's update
+    rewards, uids, lengths = rewards_and_layout(0)
+    moalign_advantages(trainer.mo_session, rewards, uids, v1_batch(rewards, uids, lengths), algo())
+    metrics = {}
+    trainer._update_actor("batch", metrics)
+    assert trainer.mo_session.step == 1
+    assert metrics == trainer.mo_session.metrics() and metrics["moalign/weights/accuracy"] == W[0]
+    assert metrics["moalign/reward/accuracy"] == pytest.approx(rewards[:, 0].mean())
     S.set_session(None)

@@ -3,6 +3,7 @@ post-update weights, reward function. Runs in the main test environment too."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -56,11 +57,52 @@ def test_config_errors_name_the_key():
         S.MOSession(S.MOConfig(objectives=["accuracy", length]))
 
 
-def test_group_order_groups_uids_and_refuses_ragged_groups():
-    order, g = S.group_order(["b", "a", "a", "b", "c", "c"])
-    assert g == 2 and order.tolist() == [0, 3, 1, 2, 4, 5]
-    with pytest.raises(ValueError, match="same number of responses"):
-        S.group_order(["a", "a", "b"])
+def test_the_session_steps_through_one_engine_built_once(monkeypatch):
+    """The strategy is built once, by the session's StepEngine; a refused strategy is refused from its needs, before
+    anything is built; ragged prompt groups are refused by the engine with the fix."""
+    built = []
+    for name in ("ctwa", "gradient"):
+        cls = weighting.STRATEGIES[name]
+        monkeypatch.setattr(cls, "__init__", lambda self, *a, _orig=cls.__init__, **k: (built.append(
+            type(self).__name__), _orig(self, *a, **k))[-1])
+    session = S.MOSession(S.MOConfig(strategy="ctwa"))
+    assert built == ["CTWA"] and session.strategy is session.engine.strategy
+    assert session.engine.estimator_name == "verl_grpo" and session.engine.aggregation == "normalize_then_sum"
+    with pytest.raises(ValueError, match="under verl use one of"):
+        S.MOSession(S.MOConfig(strategy="gradient"))
+    assert built == ["CTWA"]  # refused without being built
+    with pytest.raises(ValueError, match="same number of completions.*disable filters that drop single"):
+        session.advantages(np.zeros((3, 3)), ["a", "a", "b"], norm_by_std=True)
+
+
+# moalign_state.json as the plugin wrote it before it used the step engine (commit ae14987: ctwa with cov_targets
+# [0.6, 0.3, 0.3], 3 simulated steps of tests/verl/test_verl_plugin.py's simulate(); conciseness saw 4 lengths)
+OLD_STATE = {"strategy": "ctwa", "objectives": ["accuracy", "conciseness", "clarity"], "step": 3, "strategy_state": {
+    "weights": [0.34236079846889866, 0.327065434927492, 0.33057376660360926],
+    "log_weights": [0.0, -0.04570488956961384, -0.035035315887870455],
+    "ema_cov": [0.2770049783801923, 0.27994379343199394, 0.23585001966578975], "ema_started": [True, True, True]},
+    "objective_state": {"accuracy": {}, "conciseness": {"total_tokens": 24, "count": 4}, "clarity": {}}}
+CTWA = {"strategy": "ctwa", "strategy_params": {"cov_targets": [0.6, 0.3, 0.3]}}
+
+
+def test_an_old_plugin_checkpoint_loads_and_is_saved_in_the_engines_format(tmp_path):
+    session = S.MOSession(S.MOConfig(**CTWA))
+    session.load_state_dict(json.loads(json.dumps(OLD_STATE)))
+    np.testing.assert_array_equal(session.strategy.weights(), OLD_STATE["strategy_state"]["weights"])
+    assert session.step == 3 and session.objectives[1].state_dict() == {"total_tokens": 24, "count": 4}
+    assert session.engine.monitor.reward_history == []  # the old files had no interference monitor
+    state = session.state_dict()
+    assert state["format_version"] == S.STATE_FORMAT_VERSION
+    assert {k: state[k] for k in ("objective_names", "strategy", "monitor")} == session.engine.state_dict()
+    assert state["objectives"] == OLD_STATE["objective_state"] and state["step"] == 3
+    session.save(tmp_path)
+    again = S.MOSession(S.MOConfig(**CTWA))
+    again.load(tmp_path)
+    assert again.state_dict() == state
+    with pytest.raises(ValueError, match="trained with strategy 'ctwa'.*resume with the same algorithm.moalign"):
+        S.MOSession(S.MOConfig()).load_state_dict(OLD_STATE)
+    with pytest.raises(ValueError, match="format_version 3, but this moalign reads 2"):
+        again.load_state_dict({**state, "format_version": 3})
 
 
 def test_rewards_from_columns_scores_length_objectives_in_the_driver():

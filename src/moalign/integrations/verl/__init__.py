@@ -6,8 +6,8 @@ package does not import verl: only the plugin module and the modules it register
 
 Framework-free parts, usable and tested without verl:
 
-* :mod:`.session` -- the per-run state (objectives, strategy, step counter, checkpoint JSON) and the seam to
-  ``moalign.rl.step``;
+* :mod:`.session` -- the per-run state (objectives, the :class:`~moalign.rl.engine.StepEngine` that weighs every
+  step, step counter, checkpoint JSON);
 * :mod:`.reward` -- ``compute_score``, moalign objectives as a verl reward function.
 """
 

@@ -7,12 +7,12 @@ arguments: verl hands ``non_tensor_batch`` only to the estimator named ``gdpo``,
 summed ``rm_scores``. They come from the moalign trainer, which stages them in the session just before verl calls
 the estimator (``session.stage``); when verl does pass ``non_tensor_batch`` the columns are read from there.
 
-The per-objective estimator is verl's own (``grpo`` or ``rloo``, ``ε = 1e-6``, grouping by ``uid``), registered
-in moalign's estimator registry as ``verl_grpo`` / ``verl_rloo`` so that ``moalign.rl.step.weigh_step`` computes
-the per-objective advantages once, hands them to the strategy and aggregates them. With ``normalize_then_sum`` the
-result is whitened over response tokens with verl's ``masked_whiten``, as verl's GDPO does, and multiplied by the
-strategy's advantage scale; with fixed weights the output is verl's GDPO (or GRPO/RLOO with ``sum_then_normalize``)
-to float precision (tests/verl/test_verl_estimator.py).
+The session's step engine (:class:`moalign.rl.engine.StepEngine`, the one TRL's trainer uses) does the step, with
+verl's own estimator (``grpo`` or ``rloo``, ``ε = 1e-6``) passed in as its estimator function
+(:func:`.session.verl_estimator`): per-objective advantages once, the strategy, the aggregation, the record. With
+``normalize_then_sum`` the result is whitened over response tokens with verl's ``masked_whiten``, as verl's GDPO does,
+and multiplied by the strategy's advantage scale; with fixed weights the output is verl's GDPO (or GRPO/RLOO with
+``sum_then_normalize``) to float precision (tests/verl/test_verl_plugin.py).
 """
 
 from __future__ import annotations
@@ -22,40 +22,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...rl import advantages as mo_advantages
-from .session import ESTIMATORS, current_session
+from .session import current_session
 
 __all__ = ["NAME", "compute_moalign_advantage", "register"]
 
 NAME = "moalign"
-
-
-def _per_objective(verl_name: str):
-    """A moalign estimator ``(r (N,) | (N, K), G, scale_rewards) -> advantages`` that runs verl's estimator
-    ``verl_name`` on each objective's scored rows (rows grouped in consecutive blocks of ``G``)."""
-
-    def estimator(r: torch.Tensor, num_generations: int, scale_rewards: str = "group") -> torch.Tensor:
-        from verl.trainer.ppo import core_algos
-
-        if scale_rewards not in ("group", "none"):
-            raise ValueError(f"verl's {verl_name} normalises per prompt or not at all (algorithm."
-                             f"norm_adv_by_std_in_grpo), but scale_rewards={scale_rewards!r}")
-        fn = core_algos.get_adv_estimator_fn(verl_name)
-        columns = r.unsqueeze(1) if r.ndim == 1 else r
-        groups = np.arange(columns.shape[0]) // num_generations
-        out = torch.full_like(columns, float("nan"))
-        for k in range(columns.shape[1]):
-            scored = ~torch.isnan(columns[:, k])
-            if not scored.any():
-                continue
-            rows = columns[scored, k].unsqueeze(1)  # (n, 1): one "token" holding the outcome reward
-            kwargs = {"norm_adv_by_std_in_grpo": scale_rewards == "group"} if verl_name == "grpo" else {}
-            adv, _ = fn(token_level_rewards=rows, response_mask=torch.ones_like(rows),
-                        index=groups[scored.numpy()], config=None, **kwargs)
-            out[scored, k] = adv[:, 0]
-        return out.reshape(r.shape)
-
-    return estimator
 
 
 def compute_moalign_advantage(
@@ -85,10 +56,8 @@ def compute_moalign_advantage(
 
 
 def register() -> None:
-    """Register ``moalign`` with verl and verl's per-objective estimators with moalign (idempotent)."""
+    """Register ``moalign`` with verl (idempotent)."""
     from verl.trainer.ppo import core_algos
 
-    for name, verl_name in ESTIMATORS.items():
-        mo_advantages.ESTIMATORS.setdefault(f"verl_{name}", _per_objective(verl_name))
     if core_algos.ADV_ESTIMATOR_REGISTRY.get(NAME) is not compute_moalign_advantage:
         core_algos.register_adv_est(NAME)(compute_moalign_advantage)

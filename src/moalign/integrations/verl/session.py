@@ -1,20 +1,22 @@
-"""The plugin's state in verl's driver process: objectives, strategy, step counter, and what passes between hooks.
+"""The plugin's state in verl's driver process: objectives, the step engine, step counter, and what passes between
+hooks.
 
 One :class:`MOSession` lives in the process that runs verl's trainer (the Ray ``TaskRunner``); the estimator and the
-trainer hooks reach it through :func:`current_session`. It imports numpy, torch and moalign only -- never verl -- so
-it is tested without verl and can move to moalign's step engine unchanged.
+trainer hooks reach it through :func:`current_session`. The session holds one :class:`~moalign.rl.engine.StepEngine`
+(the one TRL's trainer uses too), built once at start-up; the engine computes the per-objective advantages, weighs
+them with the strategy, keeps the step record and the interference monitor, and owns the strategy's state. The
+session adds only what is verl's: reading reward columns, uids and validation columns, scoring length objectives,
+the step counter and the checkpoint file. It never imports verl at import time, so it is tested without verl; only
+the per-objective estimator (:func:`verl_estimator`) calls verl's own ``grpo``/``rloo`` when a step runs.
 
 One RL step in verl (docs/verl.md has the diagram)::
 
     reward workers: MORewardManager scores each completion with the text objectives -> reward_extra_info columns
     driver, _compute_advantage: columns + response lengths -> rewards (N, K)  (length objectives scored here)
         -> stage(rewards, uids) -> verl's compute_advantage -> estimator "moalign" -> advantages()
-           -> weigh():  moalign.rl.step.weigh_step on the rows grouped by prompt
-    driver, _update_actor: verl's update, then [post-update log-probs: CTWA] -> finish()
-    driver, _val_metrics_update: validation columns -> normalised point -> the strategy (next finish)
-
-:func:`weigh` and :func:`finish` are the only two functions that call ``moalign.rl.step``; they are the seam where
-the step engine will plug in.
+           -> engine.begin(rewards, group_ids=uids) (verl's estimator per objective, once) -> engine.weigh()
+    driver, _update_actor: verl's update, then [post-update log-probs: CTWA] -> finish_step() -> engine.finish()
+    driver, _val_metrics_update: validation columns -> normalised point -> engine (next finish_step)
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ import torch
 from ... import weighting
 from ...evaluation import eval_metric_name, normalised_point
 from ...objectives import Objective, build_objectives
-from ...rl.step import StepRecord, finish_step, weigh_step
+from ...rl.engine import EstimatorFn, StepEngine
+from ...rl.step import StepRecord
 from ...rundir import atomic_write_json
-from ...weighting.base import STRATEGIES, accepted_parameters
+from ...weighting.base import STRATEGIES, WeightingStrategy, accepted_parameters
 
 __all__ = [
     "AGGREGATIONS",
@@ -44,13 +47,12 @@ __all__ = [
     "MOConfig",
     "MOSession",
     "STATE_FILE",
+    "STATE_FORMAT_VERSION",
     "clipped_advantage_weights",
     "current_session",
-    "finish",
     "gradient_free_strategies",
-    "group_order",
     "set_session",
-    "weigh",
+    "verl_estimator",
 ]
 
 #: What a strategy may need that only the actor's backward pass can give; verl offers no hook for it (docs/verl.md).
@@ -62,14 +64,47 @@ ESTIMATORS = {"grpo": "grpo", "rloo": "rloo"}
 AGGREGATIONS = ("normalize_then_sum", "sum_then_normalize")
 #: The reward_extra_info column holding the response length in tokens (written by MORewardManager).
 LENGTH_KEY = "length"
-#: The file the strategy and objective state go to, inside verl's ``global_step_<N>`` checkpoint folder.
+#: The file the engine and objective state go to, inside verl's ``global_step_<N>`` checkpoint folder.
 STATE_FILE = "moalign_state.json"
+#: 2: the engine's state (``objective_names``, ``strategy``, ``monitor``) + ``step`` + ``objectives``. The plugin's
+#: first files had no version (strategy name, ``strategy_state``, ``objective_state``); they still load.
+STATE_FORMAT_VERSION = 2
 _RESERVED = frozenset({"score", "acc", "reward", "pred", LENGTH_KEY})  # keys verl or this plugin already use
 
 
 def gradient_free_strategies() -> list[str]:
     """Registered strategies whose ``needs`` ask for no per-objective gradient statistics (they run in verl)."""
-    return sorted(name for name, cls in STRATEGIES.items() if not (set(cls.needs) & GRADIENT_NEEDS))
+    return sorted(name for name in STRATEGIES if not (weighting.needs_for(name) & GRADIENT_NEEDS))
+
+
+def verl_estimator(verl_name: str) -> EstimatorFn:
+    """verl's estimator ``verl_name`` (``grpo`` or ``rloo``: ``ε = 1e-6``, grouping by prompt) as a step-engine
+    estimator: run on each objective's scored rows (rows grouped in consecutive blocks of ``G``), or on the weighted
+    reward. It imports verl when first called, not before."""
+
+    def estimator(r: torch.Tensor, num_generations: int, scale_rewards: str = "group") -> torch.Tensor:
+        from verl.trainer.ppo import core_algos
+
+        if scale_rewards not in ("group", "none"):
+            raise ValueError(f"verl's {verl_name} normalises per prompt or not at all (algorithm."
+                             f"norm_adv_by_std_in_grpo), but scale_rewards={scale_rewards!r}")
+        fn = core_algos.get_adv_estimator_fn(verl_name)
+        columns = r.unsqueeze(1) if r.ndim == 1 else r
+        groups = np.arange(columns.shape[0]) // num_generations
+        out = torch.full_like(columns, float("nan"))
+        for k in range(columns.shape[1]):
+            scored = ~torch.isnan(columns[:, k])
+            if not scored.any():
+                continue
+            rows = columns[scored, k].unsqueeze(1)  # (n, 1): one "token" holding the outcome reward
+            kwargs = {"norm_adv_by_std_in_grpo": scale_rewards == "group"} if verl_name == "grpo" else {}
+            adv, _ = fn(token_level_rewards=rows, response_mask=torch.ones_like(rows),
+                        index=groups[scored.numpy()], config=None, **kwargs)
+            out[scored, k] = adv[:, 0]
+        return out.reshape(r.shape)
+
+    estimator.__name__ = estimator.__qualname__ = f"verl_{verl_name}"
+    return estimator
 
 
 @dataclass
@@ -123,8 +158,10 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def build_strategy(config: MOConfig, names: Sequence[str]) -> weighting.WeightingStrategy:
-    """The strategy, built once; refuses those that need per-objective gradients (the list comes from ``needs``)."""
+def strategy_params(config: MOConfig) -> dict[str, Any]:
+    """The strategy's parameters under verl, checked before anything is built: strategies that need per-objective
+    gradients are refused (from :func:`moalign.weighting.needs_for`, so the strategy is built once, by the engine),
+    and a learning-rate placement is refused."""
     if config.strategy not in STRATEGIES:
         raise ValueError(f"unknown weighting strategy {config.strategy!r}; strategies that run in verl: "
                          f"{', '.join(gradient_free_strategies())}")
@@ -136,55 +173,14 @@ def build_strategy(config: MOConfig, names: Sequence[str]) -> weighting.Weightin
             raise ValueError(f"strategy_params.apply_to=lr is not available under verl (the optimizer runs in the "
                              f"actor workers, which the plugin cannot reach); use apply_to=advantage or reward")
         params.setdefault("apply_to", "advantage")
-    strategy = weighting.build(config.strategy, len(names), objective_names=list(names), **params)
-    needs = set(strategy.needs) & GRADIENT_NEEDS
+    needs = weighting.needs_for(config.strategy, params) & GRADIENT_NEEDS
     if needs:
         raise ValueError(
             f"strategy {config.strategy!r} needs per-objective policy gradients ({', '.join(sorted(needs))}), which "
             f"verl computes only inside the actor's backward pass, with no extension point to read them; under verl "
             f"use one of: {', '.join(gradient_free_strategies())} (or moalign's TRL trainer for {config.strategy!r})"
         )
-    return strategy
-
-
-def group_order(index: Sequence[Any]) -> tuple[np.ndarray, int]:
-    """``(order, G)``: a stable permutation putting the rows of each prompt (same ``uid``) in consecutive blocks of
-    ``G``, the order moalign's estimators expect. Every prompt must have the same number of rows.
-
-    >>> order, g = group_order(["b", "a", "b", "a"])
-    >>> order.tolist(), g
-    ([0, 2, 1, 3], 2)
-    """
-    first: dict[Any, int] = {}
-    for i, uid in enumerate(index):
-        first.setdefault(uid, len(first))
-    groups = np.array([first[uid] for uid in index], dtype=np.int64)
-    order = np.argsort(groups, kind="stable")
-    sizes = np.bincount(groups)
-    if sizes.size == 0:
-        raise ValueError("the batch is empty")
-    if not np.all(sizes == sizes[0]):
-        raise ValueError(f"every prompt (uid) needs the same number of responses for moalign's estimator, but the "
-                         f"batch has group sizes {sorted(set(sizes.tolist()))}; disable filters that drop single "
-                         f"responses (rollout failures, partial groups)")
-    return order, int(sizes[0])
-
-
-# -- the seam to moalign.rl ---------------------------------------------------------------------------------------
-def weigh(rewards: np.ndarray, strategy: weighting.WeightingStrategy, *, num_generations: int, estimator: str,
-          scale_rewards: str, aggregation: str, step: int) -> tuple[np.ndarray, StepRecord]:
-    """One step's scalar advantages ``(N,)`` (rows grouped by prompt) and its record: :func:`moalign.rl.step.weigh_step`."""
-    adv, record = weigh_step(rewards, strategy, num_generations=num_generations, estimator=estimator,
-                             scale_rewards=scale_rewards, aggregation=aggregation, step=step)
-    return adv.double().numpy(), record
-
-
-def finish(strategy: weighting.WeightingStrategy, record: StepRecord, *, clipped: np.ndarray | None,
-           validation: tuple[np.ndarray, int] | None) -> StepRecord:
-    """After the update: :func:`moalign.rl.step.finish_step`."""
-    point, step = validation if validation is not None else (None, None)
-    return finish_step(strategy, record, clipped_advantage_weights=clipped, validation_point=point,
-                       validation_step=step)
+    return params
 
 
 def clipped_advantage_weights(new_logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
@@ -203,7 +199,7 @@ def clipped_advantage_weights(new_logp: torch.Tensor, old_logp: torch.Tensor, ad
 
 
 class MOSession:
-    """Objectives, strategy and step state of one verl run (one per driver process; see the module docstring)."""
+    """Objectives, step engine and step state of one verl run (one per driver process; see the module docstring)."""
 
     def __init__(self, config: MOConfig):
         self.config = config
@@ -215,19 +211,30 @@ class MOSession:
                              f"({', '.join(sorted(_RESERVED))}); rename the objective")
         if len(set(self.names)) != len(self.names):
             raise ValueError(f"algorithm.moalign.objectives has repeated names {self.names}")
-        self.strategy = build_strategy(config, self.names)
+        self.engine = StepEngine(self.names, config.strategy, strategy_params(config),
+                                 estimator=verl_estimator(ESTIMATORS[config.estimator]),
+                                 aggregation=config.aggregation)
         # Length objectives (conciseness: a running mean of lengths) are scored here, from verl's response mask, so
         # that their state is one state, checkpointed with the strategy; the others in verl's reward workers.
         self.length_objectives = [i for i, obj in enumerate(self.objectives) if eval_metric_name(obj) == LENGTH_KEY]
         self.step = 0
-        self.record: StepRecord | None = None
         self._staged: tuple[np.ndarray, list[Any]] | None = None
-        self._pending: tuple[StepRecord, np.ndarray] | None = None  # (record, order) awaiting finish()
+        self._weighed = False  # a step was weighed and awaits finish_step()
         self._validation: tuple[np.ndarray, int] | None = None
 
     @property
+    def strategy(self) -> WeightingStrategy:
+        """The engine's weighting strategy."""
+        return self.engine.strategy
+
+    @property
     def needs(self) -> frozenset[str]:
-        return frozenset(self.strategy.needs)
+        return self.engine.needs
+
+    @property
+    def record(self) -> StepRecord | None:
+        """The engine's record of the current (or last) step."""
+        return self.engine.record
 
     # -- rewards ----------------------------------------------------------------------------------------------------
     def reward_objectives(self) -> list[Objective]:
@@ -279,40 +286,35 @@ class MOSession:
 
     # -- one step ---------------------------------------------------------------------------------------------------
     def advantages(self, rewards: np.ndarray, index: Sequence[Any], *, norm_by_std: bool) -> tuple[np.ndarray, float]:
-        """Scalar advantages ``(N,)`` in the batch's row order and the strategy's advantage scale.
+        """Scalar advantages ``(N,)`` in the batch's row order (``index``: each row's ``uid``) and the strategy's
+        advantage scale, from the engine. ``norm_by_std`` is verl's ``algorithm.norm_adv_by_std_in_grpo``, read at
+        each call as verl's own estimators do.
 
         Finishes the previous step first if the trainer has not (e.g. the estimator used on its own).
         """
-        if self._pending is not None:
+        if self._weighed:
             self.finish_step(None)
-        order, g = group_order(index)
-        adv, record = weigh(rewards[order], self.strategy, num_generations=g,
-                            estimator=f"verl_{self.config.estimator}",
-                            scale_rewards="group" if norm_by_std else "none",
-                            aggregation=self.config.aggregation, step=self.step)
-        out = np.empty_like(adv)
-        out[order] = adv
-        self.record = record
-        self._pending = (record, order)
-        return out, float(record.advantage_scale)
+        self.engine.scale_rewards = "group" if norm_by_std else "none"
+        self.engine.begin(rewards, group_ids=np.asarray(index, dtype=object), step=self.step)
+        adv = self.engine.weigh()
+        self._weighed = True
+        return adv.double().numpy(), float(self.engine.record.advantage_scale)
 
     def finish_step(self, clipped: np.ndarray | None) -> None:
-        """After verl's actor update: the strategy's ``after_update`` with CTWA's post-update weights (batch row
-        order) and the latest validation point, if one arrived since the previous step."""
-        if self._pending is None:
+        """After verl's actor update: the engine's ``finish`` with CTWA's post-update weights (batch row order) and
+        the latest validation point, if one arrived since the previous step."""
+        if not self._weighed:
             return
-        record, order = self._pending
-        self._pending = None
-        if clipped is not None:
-            clipped = np.asarray(clipped, dtype=np.float64)[order]
-        validation, self._validation = self._validation, None
-        finish(self.strategy, record, clipped=clipped, validation=validation)
+        self._weighed = False
+        point, step = self._validation if self._validation is not None else (None, None)
+        self._validation = None
+        self.engine.finish(clipped_advantage_weights=clipped, validation_point=point, validation_step=step)
         self.step += 1
 
     def observe_validation(self, columns: Mapping[str, Sequence[Any]], step: int) -> np.ndarray | None:
         """A validation pass's per-sample columns (verl's ``reward_extra_infos_dict``) -> the normalised point
         ``(K,)``. At step 0 it is the initial policy's point (the strategy's reference); later it goes to the
-        strategy with the next :meth:`finish_step`. Returns None when the strategy does not use validation."""
+        engine with the next :meth:`finish_step`. Returns None when the strategy does not use validation."""
         if "validation" not in self.needs:
             return None
         metrics = {}
@@ -327,44 +329,44 @@ class MOSession:
             raise ValueError("algorithm.moalign.max_response_length is needed to normalise the validation length")
         point = normalised_point(metrics, self.objectives, self.config.max_response_length or 1)
         if step == 0:
-            self.strategy.set_reference_point(point, 0)
+            self.engine.set_reference_point(point, 0)
         else:
             self._validation = (point, int(step))
         return point
 
     def metrics(self) -> dict[str, float]:
-        """The last step's numbers for verl's logger (``moalign/...`` keys; docs/verl.md lists them)."""
-        rec = self.record
+        """The current step's numbers for verl's logger: the engine's metrics (the keys TRL's trainer logs) under
+        ``moalign/``, plus each objective's mean reward, whether the strategy skipped, and the objectives the
+        interference monitor flagged (after :meth:`finish_step`). docs/verl.md lists them."""
+        rec = self.engine.record
         if rec is None:
             return {}
-        out: dict[str, float] = {"moalign/advantage_scale": rec.advantage_scale,
-                                 "moalign/skipped": float(rec.skip_reason is not None)}
-        for i, name in enumerate(self.names):
-            out[f"moalign/weight/{name}"] = float(rec.weights[i])
-            out[f"moalign/reward/{name}"] = float(rec.reward_means[i])
-            out[f"moalign/covariance/{name}"] = float(rec.covariance[i])
-        for key, value in rec.strategy_metrics.items():
-            out[f"moalign/{key}"] = float(value)
+        out = {f"moalign/{key}": value for key, value in self.engine.metrics(rec).items()}
+        out["moalign/skipped"] = float(rec.skip_reason is not None)
+        for name, mean in zip(self.names, rec.reward_means):
+            out[f"moalign/reward/{name}"] = float(mean)
+            out[f"moalign/traded_away/{name}"] = float(name in rec.traded_away)
         return out
 
     # -- state ------------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        """The engine's state (objective names, strategy, interference monitor), the step counter and the objectives'
+        state (conciseness's running mean)."""
         return {
-            "strategy": self.config.strategy,
-            "objectives": self.names,
+            "format_version": STATE_FORMAT_VERSION,
+            **self.engine.state_dict(),
             "step": self.step,
-            "strategy_state": self.strategy.state_dict(),
-            "objective_state": {obj.name: obj.state_dict() for obj in self.objectives},
+            "objectives": {obj.name: obj.state_dict() for obj in self.objectives},
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        for key, mine in (("strategy", self.config.strategy), ("objectives", self.names)):
-            if state.get(key) != mine:
-                raise ValueError(f"the checkpoint's moalign state has {key} {state.get(key)!r} but this run has "
-                                 f"{mine!r}; resume with the same algorithm.moalign settings")
-        self.strategy.load_state_dict(state["strategy_state"])
+        state = _upgrade_state(state)
+        try:
+            self.engine.load_state_dict(state)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (under verl: resume with the same algorithm.moalign settings)") from exc
         for obj in self.objectives:
-            obj.load_state_dict(state["objective_state"][obj.name])
+            obj.load_state_dict(state["objectives"][obj.name])
         self.step = int(state["step"])
 
     def save(self, folder: str | os.PathLike) -> str:
@@ -381,6 +383,23 @@ class MOSession:
                              "a checkpoint of this run or start without resuming (trainer.resume_mode=disable)")
         with open(path) as f:
             self.load_state_dict(json.load(f))
+
+
+def _upgrade_state(state: Mapping[str, Any]) -> dict[str, Any]:
+    """A state file of any version as the current format; the plugin's first files (no ``format_version``: strategy
+    name, ``strategy_state``, objective list, ``objective_state``) load with an empty interference monitor."""
+    if not isinstance(state, Mapping):
+        raise ValueError(f"the moalign state must be a mapping, but got {type(state).__name__} (the file is damaged)")
+    version = state.get("format_version")
+    if version is None and "strategy_state" in state:
+        return {"format_version": STATE_FORMAT_VERSION, "objective_names": state.get("objectives"),
+                "strategy": {"name": state.get("strategy"), "state": state["strategy_state"]},
+                "step": state.get("step", 0), "objectives": state.get("objective_state", {})}
+    if version != STATE_FORMAT_VERSION:
+        raise ValueError(f"the moalign state has format_version {version!r}, but this moalign reads "
+                         f"{STATE_FORMAT_VERSION} (and the unversioned files of the first plugin); resume with the "
+                         "moalign version that wrote the checkpoint")
+    return dict(state)
 
 
 def _isnan(v: Any) -> bool:

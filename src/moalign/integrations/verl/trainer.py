@@ -2,15 +2,16 @@
 
 It is verl's synchronous trainer (``PPOTrainerSync``) with five hooks, each calling the parent first or around it:
 
-* ``__init__``: builds the session (objectives, strategy) once; a strategy that needs per-objective gradients is
-  refused here, before any model is loaded.
+* ``__init__``: builds the session (objectives, step engine, strategy) once; a strategy that needs per-objective
+  gradients is refused here, before any model is loaded.
 * ``_compute_advantage``: reads each response's ``reward_extra_info`` (the objectives' scores from the reward
   workers) and response length from verl's TransferQueue, forms the ``(N, K)`` rewards and stages them for the
-  ``moalign`` estimator that verl's ``compute_advantage`` calls next; logs the step's weights, reward means,
-  covariances and strategy metrics through the metrics dict verl hands its logger.
-* ``_update_actor``: after verl's update, the strategy's ``after_update``; for strategies that need post-update
-  statistics (CTWA) one extra no-grad log-prob pass of the updated actor on the same batch, through the actor
-  worker group's ``compute_log_prob``, as in the CTWA authors' verl code.
+  ``moalign`` estimator that verl's ``compute_advantage`` calls next (the engine weighs them there); logs the step's
+  weights, reward means, covariances and strategy metrics through the metrics dict verl hands its logger.
+* ``_update_actor``: after verl's update, the engine's ``finish`` (the strategy's ``after_update``, the interference
+  monitor), then the refreshed metrics; for strategies that need post-update statistics (CTWA) one extra no-grad
+  log-prob pass of the updated actor on the same batch, through the actor worker group's ``compute_log_prob``, as
+  in the CTWA authors' verl code.
 * ``_val_metrics_update``: the validation pass's per-response columns become the policy's normalised point
   (the reference point at step 0, later the hypervolume strategy's next point).
 * ``_save_checkpoint`` / ``_load_checkpoint``: ``moalign_state.json`` beside verl's ``actor/`` and ``data.pt``.
@@ -71,6 +72,7 @@ class MOPPOTrainer(PPOTrainerSync):
         batch = super()._update_actor(batch, metrics)
         clipped = self._clipped_advantage_weights(batch) if "post_update" in self.mo_session.needs else None
         self.mo_session.finish_step(clipped)
+        metrics.update(self.mo_session.metrics())  # after after_update: the strategy's and the monitor's new values
         return batch
 
     def _clipped_advantage_weights(self, batch) -> np.ndarray:
