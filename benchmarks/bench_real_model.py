@@ -9,7 +9,7 @@ order, so load from other processes on a shared machine hits all alike. Reported
 and the peak resident set size of each child (``ru_maxrss``: model, optimizer, activations and the libraries).
 
     python benchmarks/bench_real_model.py --lora --rounds 3 --steps 4 --batch 16 --completion-length 40  # BENCHMARKS.md
-    python benchmarks/bench_real_model.py --lora --prompts example --configs fixed,gradient --gradient-checkpointing
+    python benchmarks/bench_real_model.py --lora --prompts example --configs fixed,gradient,gradient-recompute --gradient-checkpointing
     python benchmarks/bench_real_model.py                    # full fine-tuning, 3 rounds x 4 steps, 8 x 64 tokens
     python benchmarks/bench_real_model.py --rounds 1 --steps 2 --json bench_real_model.json
 
@@ -34,7 +34,10 @@ CONFIGS = {
     "fixed": ("fixed", {"preset": "balanced"}, "grpo"),
     "gradient": ("gradient", {"mu": 1e-3}, "grpo"),
     "hypervolume": ("hypervolume", {"preset": "balanced", "point_source": "train_batch"}, "grpo"),
+    # gradient with the probe's recomputation under activation checkpointing (before gram_keep_activations)
+    "gradient-recompute": ("gradient", {"mu": 1e-3}, "grpo"),
 }
+TRAINER_ARGS = {"gradient-recompute": {"gram_keep_activations": False}}
 
 
 def _dataset(prompts: str, n: int = 64):
@@ -96,7 +99,7 @@ def child(args) -> dict:
             max_completion_length=args.completion_length, max_steps=args.steps, learning_rate=1e-5, beta=0.0,
             report_to="none", logging_steps=1, use_cpu=True, seed=0, save_strategy="no", disable_tqdm=True,
             generation_kwargs={"min_new_tokens": args.completion_length},
-            gradient_checkpointing=args.gradient_checkpointing,
+            gradient_checkpointing=args.gradient_checkpointing, **TRAINER_ARGS.get(args.one, {}),
         )
         peft_config = None
         if args.lora:
@@ -125,7 +128,7 @@ def main():
                    help="recompute activations in the backward (TRL's default; off here as in the example)")
     p.add_argument("--prompts", choices=["short", "example"], default="short",
                    help="short one-line prompts, or the example config's prompts with their two worked examples")
-    p.add_argument("--configs", default=",".join(CONFIGS))
+    p.add_argument("--configs", default="fixed,gradient,hypervolume")
     p.add_argument("--json", default=None, help="also write the raw timings here")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one configuration, print JSON
     args = p.parse_args()

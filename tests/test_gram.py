@@ -311,14 +311,15 @@ class _GramRecorder(WeightingStrategy):
         self.seen.append(np.array(stats.gram))
 
 
-def _checkpointed_step(tmp_path, checkpointing: bool):
+def _checkpointed_step(tmp_path, checkpointing: bool, keep_activations: bool = True):
     """One gradient-strategy step of the 3-layer tiny model probing layer 1; returns (trainer, grad-enabled forward
     calls of each decoder layer's attention, counted over the step: the forward and every recomputation)."""
     from test_trainer import _trainer
 
     _GramRecorder.seen.clear()
     t = _trainer(tmp_path, layers=3, strategy="_test_gram_record", max_steps=1, gram_layers="1", bf16=False,
-                 gradient_checkpointing=checkpointing, gradient_checkpointing_kwargs={"use_reentrant": False})
+                 gradient_checkpointing=checkpointing, gradient_checkpointing_kwargs={"use_reentrant": False},
+                 gram_keep_activations=keep_activations)
     calls = [0, 0, 0]
     for i, layer in enumerate(t.model.model.layers):
         def count(*_, i=i):
@@ -341,5 +342,8 @@ def test_checkpointed_probe_recomputes_only_the_layers_below_the_probed_ones(tmp
     assert calls_off == [1, 1, 1]
     assert np.abs(gram_on).max() > 0
     np.testing.assert_allclose(gram_on, gram_off, rtol=1e-5, atol=1e-12)
+    recomputed, calls_recomputed, gram_recomputed = _checkpointed_step(tmp_path / "recompute", True, False)
+    assert calls_recomputed == [2, 3, 3]  # gram_keep_activations: false, the behaviour before
+    np.testing.assert_allclose(gram_recomputed, gram_off, rtol=1e-5, atol=1e-12)
     for (name, p_on), p_off in zip(on.model.named_parameters(), off.model.parameters()):
         torch.testing.assert_close(p_on, p_off, rtol=1e-5, atol=1e-6, msg=name)

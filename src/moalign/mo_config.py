@@ -43,6 +43,8 @@ class MOGRPOConfig(GRPOConfig):
     Parameters that control per-objective gradient statistics (only used when the strategy needs them):
         gram_layers: decoder layer ids the Gram matrix is computed over, e.g. ``"10-25"``.
         gram_param_regex: regex over parameter names; overrides ``gram_layers``.
+        gram_keep_activations: keep the activations of the layers above the probed ones for the probe's forward
+            under activation checkpointing (docs/trainer.md, "Gram probe under activation checkpointing").
 
     Parameters that control evaluation and monitoring:
         mo_eval_steps, mo_eval_size, mo_validation_size, interference_window.
@@ -74,6 +76,12 @@ class MOGRPOConfig(GRPOConfig):
     )
     gram_param_regex: str | None = field(
         default=None, metadata={"help": "Regex over parameter names selecting the Gram parameters."}
+    )
+    gram_keep_activations: bool = field(
+        default=True,
+        metadata={"help": "Under activation checkpointing, the Gram probe's forward keeps the activations of the "
+                  "layers from the lowest probed one upward, so the probe's and the update's backwards do not each "
+                  "recompute them (faster; costs those layers' activation memory). False: recompute them."},
     )
     mo_eval_steps: int = field(
         default=0,

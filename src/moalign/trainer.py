@@ -279,7 +279,8 @@ class MOGRPOTrainer(GRPOTrainer):
             model = self.accelerator.unwrap_model(self.model)
             params = select_parameters(model, self.args.gram_layers, self.args.gram_param_regex)
             reduce = self._all_reduce_mean if self.accelerator.num_processes > 1 else None
-            self._gram_probe = GramProbe(model, params, len(self.objective_names), all_reduce=reduce)
+            self._gram_probe = GramProbe(model, params, len(self.objective_names), all_reduce=reduce,
+                                         keep_activations=self.args.gram_keep_activations)
         return self._gram_probe
 
     def _all_reduce_mean(self, tensor: torch.Tensor) -> torch.Tensor:

@@ -252,6 +252,7 @@ class GramProbe:
     ``params`` are ``(name, parameter)`` pairs of ``model`` (e.g. from :func:`select_parameters`); the probe hooks
     the modules that own them directly, so it keeps working when a wrapper (DDP, FSDP2) swaps the parameter
     tensors after construction. ``all_reduce(t)`` must average ``t`` over ranks in place-or-not and return it.
+    ``keep_activations``: see :meth:`capture` (activation checkpointing only).
     """
 
     def __init__(
@@ -260,6 +261,7 @@ class GramProbe:
         params: Iterable[tuple[str, nn.Parameter]],
         num_objectives: int,
         all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        keep_activations: bool = True,
     ):
         wanted = {id(p): name for name, p in params if p.requires_grad}
         if not wanted:
@@ -286,7 +288,8 @@ class GramProbe:
         if missing:
             raise ValueError(f"parameters {sorted(wanted[i] for i in missing)[:3]} are not parameters of the model")
         self.numel = sum(_full_numel(getattr(m, n)) for m, names in self.modules for n in names)
-        self._upper_layers = _layers_from_lowest_probed(model, {id(m) for m, _ in self.modules})
+        probed = {id(m) for m, _ in self.modules}
+        self._upper_layers = _layers_from_lowest_probed(model, probed) if keep_activations else []
         self._capturing = False
         self._calls: list[_Call] = []
         self._handles: list = []
