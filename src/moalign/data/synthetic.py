@@ -42,7 +42,9 @@ forgotten carry    ``17+5=12``: a carry/borrow dropped, off by 10           accu
 ``carry_slip`` is the share of carry/borrow operations written with the carry forgotten (the slip is carried
 through the later lines); above 0.5 the warm-start policy's *most likely* result is wrong whenever a carry is due,
 so greedy decoding is wrong too and RL has to raise a rare habit in many different contexts: accuracy is the slow
-objective, clarity (one early choice) the fast one.
+objective, conciseness (one choice after the answer, rewarded against a moving mean) a late one, and clarity (one
+early choice, already made in 75 % of the warm-start solutions) the fast one. ``docs/demo_task.md`` shows the
+saturation curves.
 
 >>> ds = load_synthetic(seed=0, n_train=4, n_val=2, n_test=2)
 >>> sorted(ds), ds["train"].column_names
@@ -135,7 +137,7 @@ class SyntheticConfig:
     """Member of the task family (:data:`VARIANTS`): ``coupled`` (the styles above; ``style_mix``/``wrong_share``
     apply) or ``async`` (independent habits per objective; ``marker_share``/``filler_share``/``carry_slip`` apply).
     The problems and splits are the same for both; only the warm-start solutions differ."""
-    marker_share: float = 0.4
+    marker_share: float = 0.75
     """``async``: share of warm-start solutions with numbered lines (``1. ``, ``2. ``: clear) instead of ``-> ``."""
     filler_share: float = 0.6
     """``async``: share of warm-start solutions that end with the filler line :data:`ASYNC_FILLER` (long)."""
