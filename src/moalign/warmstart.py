@@ -146,8 +146,9 @@ def warm_start(
         cache_dir: directory holding the ``<hash>/`` model directories (default: :func:`default_cache_dir`).
         progress: show the trainer's progress bar and log lines.
         rebuild: train into the cache even when the package ships this config's checkpoint
-            (``src/moalign/assets/warmstart/<hash>/``, made by ``moalign warmstart --rebuild`` with the default
-            config; SFT is deterministic on CPU, so a rebuild reproduces it).
+            (``src/moalign/assets/warmstart/<hash>/``, made by ``moalign warmstart --rebuild [--task async]`` for
+            the default config of each member of the task family; SFT is deterministic on CPU, so a rebuild
+            reproduces it).
 
     Returns:
         ``<cache_dir>/<cfg.cache_key()>``, loadable with ``AutoModelForCausalLM.from_pretrained`` and
