@@ -311,7 +311,7 @@ class _GramRecorder(WeightingStrategy):
         self.seen.append(np.array(stats.gram))
 
 
-def _checkpointed_step(tmp_path, checkpointing: bool, keep_activations: bool = True):
+def _checkpointed_step(tmp_path, checkpointing: bool, keep_activations: bool):
     """One gradient-strategy step of the 3-layer tiny model probing layer 1; returns (trainer, grad-enabled forward
     calls of each decoder layer's attention, counted over the step: the forward and every recomputation)."""
     from test_trainer import _trainer
@@ -330,20 +330,21 @@ def _checkpointed_step(tmp_path, checkpointing: bool, keep_activations: bool = T
 
 
 def test_checkpointed_probe_recomputes_only_the_layers_below_the_probed_ones(tmp_path):
-    """Under activation checkpointing, the one-pass Gram probe keeps the activations of the layers from the lowest
-    probed one upward for its forward, so neither its backward nor the update's recomputes them: layer 0 runs twice
-    (forward, recomputed by the update's backward), layers 1-2 once. Before, layers 1-2 ran three times (the probe's
-    backward recomputed them, then the update's). The Gram and the updated parameters equal those without checkpointing."""
-    on, calls, gram_on = _checkpointed_step(tmp_path / "on", checkpointing=True)
+    """With gram_keep_activations under activation checkpointing, the one-pass Gram probe keeps the activations of the
+    layers from the lowest probed one upward for its forward, so neither its backward nor the update's recomputes
+    them: layer 0 runs twice (forward, recomputed by the update's backward), layers 1-2 once. Without it (the default)
+    layers 1-2 run three times (the probe's backward recomputes them, then the update's). The Gram and the updated
+    parameters equal those without checkpointing either way."""
+    on, calls, gram_on = _checkpointed_step(tmp_path / "on", checkpointing=True, keep_activations=True)
     assert on._gram_one_pass
     assert calls == [2, 1, 1]
     assert all(layer.gradient_checkpointing for layer in on.model.model.layers)  # restored after the forward
-    off, calls_off, gram_off = _checkpointed_step(tmp_path / "off", checkpointing=False)
+    off, calls_off, gram_off = _checkpointed_step(tmp_path / "off", checkpointing=False, keep_activations=True)
     assert calls_off == [1, 1, 1]
     assert np.abs(gram_on).max() > 0
     np.testing.assert_allclose(gram_on, gram_off, rtol=1e-5, atol=1e-12)
     recomputed, calls_recomputed, gram_recomputed = _checkpointed_step(tmp_path / "recompute", True, False)
-    assert calls_recomputed == [2, 3, 3]  # gram_keep_activations: false, the behaviour before
+    assert calls_recomputed == [2, 3, 3]  # gram_keep_activations: false (the default)
     np.testing.assert_allclose(gram_recomputed, gram_off, rtol=1e-5, atol=1e-12)
     for (name, p_on), p_off in zip(on.model.named_parameters(), off.model.parameters()):
         torch.testing.assert_close(p_on, p_off, rtol=1e-5, atol=1e-6, msg=name)

@@ -78,10 +78,10 @@ class MOGRPOConfig(GRPOConfig):
         default=None, metadata={"help": "Regex over parameter names selecting the Gram parameters."}
     )
     gram_keep_activations: bool = field(
-        default=True,
-        metadata={"help": "Under activation checkpointing, the Gram probe's forward keeps the activations of the "
+        default=False,
+        metadata={"help": "Under activation checkpointing, let the Gram probe's forward keep the activations of the "
                   "layers from the lowest probed one upward, so the probe's and the update's backwards do not each "
-                  "recompute them (faster; costs those layers' activation memory). False: recompute them."},
+                  "recompute them: a faster step for those layers' activation memory (docs/BENCHMARKS.md)."},
     )
     mo_eval_steps: int = field(
         default=0,

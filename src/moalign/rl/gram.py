@@ -261,7 +261,7 @@ class GramProbe:
         params: Iterable[tuple[str, nn.Parameter]],
         num_objectives: int,
         all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        keep_activations: bool = True,
+        keep_activations: bool = False,
     ):
         wanted = {id(p): name for name, p in params if p.requires_grad}
         if not wanted:
@@ -310,11 +310,11 @@ class GramProbe:
         if not self._handles:
             for module, _ in self.modules:
                 self._handles.append(module.register_forward_hook(self._hook, with_kwargs=True))
-        # Under activation checkpointing the probe's backward (log-probs -> probed modules) would recompute every
-        # checkpointed layer above the probed ones, and the update's backward, on the same forward, would recompute
-        # them again. This forward keeps those layers' activations instead, so both backwards share them and only
-        # the layers below are recomputed (once, by the update). The cost is their activation memory until the
-        # update's backward frees it (docs/trainer.md, "Gram probe under activation checkpointing").
+        # Under activation checkpointing the probe's backward (log-probs -> probed modules) recomputes every
+        # checkpointed layer above the probed ones, and the update's backward, on the same forward, recomputes them
+        # again. With keep_activations this forward keeps those layers' activations instead, so both backwards share
+        # them and only the layers below are recomputed (once, by the update); the cost is their activation memory
+        # until the update's backward frees it (docs/trainer.md, "Gram probe under activation checkpointing").
         unchecked = [layer for layer in self._upper_layers if getattr(layer, "gradient_checkpointing", False)]
         for layer in unchecked:
             layer.gradient_checkpointing = False
