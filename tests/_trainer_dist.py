@@ -65,7 +65,8 @@ def main(out: Path) -> None:
         "evaluate_calls": len(calls),
         "strategy_state": trainer.strategy.state_dict(),
     }))
-    trainer.accelerator.end_training()  # as `moalign train` does: no process group left alive at exit
+    trainer.accelerator.wait_for_everyone()  # as `moalign train` does: no rank ends the group while another uses it
+    trainer.accelerator.end_training()  # and no process group is left alive at exit
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ import torch
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
-    pytest.importorskip("verl", reason="verl is not installed: pip install -e '.[verl]' (docs/verl.md)")
+    # verl.protocol, not verl: where verl is not installed, `import verl` finds this tests/verl folder (a namespace
+    # package, since pytest puts tests/ on sys.path) and would not skip.
+    pytest.importorskip("verl.protocol", reason="verl is not installed: pip install -e '.[verl]' (docs/verl.md)")
 
 from _batches import NAMES, legacy_batch, outcome_tokens, response_mask, rewards_and_layout, v1_batch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
