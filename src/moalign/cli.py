@@ -22,6 +22,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
+Task = Annotated[str, typer.Option(help="Member of the synthetic task family: coupled (default) or async "
+                                        "(docs/demo_task.md).")]
 Verbose = Annotated[bool, typer.Option("--verbose", help="Also show the libraries' warnings, log lines and progress "
                                        "bars (transformers, TRL, datasets...), hidden by default.")]
 
@@ -234,18 +236,17 @@ def report_command(
 @_own_output()
 def warmstart_command(
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Train it again instead of using the shipped one.")] = False,
-    task: Annotated[str, typer.Option(help="Member of the synthetic task family: coupled (default) or async "
-                                           "(docs/demo_task.md).")] = "coupled",
+    task: Task = "coupled",
     verbose: Verbose = False,
 ) -> None:
     """SFT warm start of the tiny model on the synthetic task (shipped and cached; the demo uses it)."""
-    from .data.synthetic import VARIANTS, SyntheticConfig
-    from .warmstart import WarmStartConfig, warm_start
+    from .demo import task_warm_start
 
-    if task not in VARIANTS:
-        _fail(f"unknown task {task!r}; choose from {', '.join(VARIANTS)} (docs/demo_task.md)")
+    try:
+        path = task_warm_start(task, rebuild=rebuild)
+    except ValueError as exc:  # an unknown task, named with the valid ones
+        _fail(str(exc))
         return
-    path = warm_start(WarmStartConfig(task=SyntheticConfig(variant=task)), progress=True, rebuild=rebuild)
     console.print(f"[green]warm-start model:[/] {path}")
     console.print(f"  calibration: {path / 'warmstart.json'}")
 
@@ -258,8 +259,7 @@ def demo_command(
     seeds: Annotated[int, typer.Option(help="Seeds per method.")] = 1,
     out: Annotated[Path, typer.Option(help="Where the runs and the report go.")] = Path("runs/demo"),
     methods: Annotated[list[str] | None, typer.Option(help="Subset of methods (comma-separated).")] = None,
-    task: Annotated[str, typer.Option(help="Member of the synthetic task family: coupled (default) or async "
-                                           "(docs/demo_task.md).")] = "coupled",
+    task: Task = "coupled",
     verbose: Verbose = False,
 ) -> None:
     """Warm start -> RL with fixed presets and dynamic strategies on the synthetic task -> evaluation -> report."""
@@ -304,8 +304,7 @@ def bench_command(
     gradient_mu: Annotated[float | None, typer.Option(help="μ of the gradient method.")] = None,
     workers: Annotated[int, typer.Option(help="Runs trained in parallel (one process each).")] = 2,
     out: Annotated[Path, typer.Option(help="Where the runs, tables and reports go.")] = Path("runs/bench"),
-    task: Annotated[str, typer.Option(help="Member of the synthetic task family: coupled (default) or async "
-                                           "(docs/demo_task.md).")] = "coupled",
+    task: Task = "coupled",
     verbose: Verbose = False,
 ) -> None:
     """Tables 1-3 of arXiv 2509.11452 on the embedded task: paired by seed, with bootstrap 95 % CIs."""

@@ -72,13 +72,13 @@ def check_task(task: str) -> None:
         raise ValueError(f"unknown task {task!r}; choose from {', '.join(VARIANTS)} (docs/demo_task.md)")
 
 
-def task_warm_start(task: str, progress: bool = True) -> Path:
+def task_warm_start(task: str, progress: bool = True, rebuild: bool = False) -> Path:
     """The warm-start model of a member of the synthetic task family (shipped for every member)."""
     from .data.synthetic import SyntheticConfig
     from .warmstart import WarmStartConfig, warm_start
 
     check_task(task)
-    return warm_start(WarmStartConfig(task=SyntheticConfig(variant=task)), progress=progress)
+    return warm_start(WarmStartConfig(task=SyntheticConfig(variant=task)), progress=progress, rebuild=rebuild)
 
 
 def seeds_note(seeds: int) -> str:
