@@ -247,8 +247,8 @@ def warmstart_command(
     except ValueError as exc:  # an unknown task, named with the valid ones
         _fail(str(exc))
         return
-    console.print(f"[green]warm-start model:[/] {path}")
-    console.print(f"  calibration: {path / 'warmstart.json'}")
+    console.print(f"[green]warm-start model:[/] {path}", soft_wrap=True)  # paths stay on one line
+    console.print(f"  calibration: {path / 'warmstart.json'}", soft_wrap=True)
 
 
 @app.command("demo")
