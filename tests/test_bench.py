@@ -92,6 +92,52 @@ def test_summarize_bench_tables_from_hand_made_runs(tmp_path):
     assert "Table 1" in md and "Table 2" in md and "| gradient | 2 |" in md
 
 
+def test_table4_resolution_and_cpu_time_from_hand_made_runs(tmp_path):
+    """Table 4 compares every non-fixed method with the best preset (highest mean HV); each table states the CI
+    half-width and the 80 %-power difference, here recomputed with scipy's normal quantiles; CPU time sums the runs'
+    timing.json."""
+    stats = pytest.importorskip("scipy.stats")
+    dirs = []
+    gains = {0: 0.10, 1: 0.02, 2: 0.06}
+    for seed, gain in gains.items():
+        dirs.append(_fake_run(tmp_path, "fixed-balanced", seed, "grpo", [(0, 0.1, 60, 0.0), (4, 0.5, 32, 0.5)]))
+        dirs.append(_fake_run(tmp_path, "fixed-accuracy", seed, "grpo", [(0, 0.1, 60, 0.0), (4, 0.6, 32, 0.5)]))
+        dirs.append(_fake_run(tmp_path, "saw", seed, "grpo", [(0, 0.1, 60, 0.0), (4, 0.6 + gain, 32, 0.5)]))
+        (dirs[-1] / "timing.json").write_text(json.dumps({"wall_seconds": 30.0, "cpu_seconds": 29.5, "threads": 1}))
+    summary = summarize_bench(dirs, BenchConfig(seeds=[0, 1, 2], bootstrap=500))
+    table4 = summary["estimators"]["grpo"]["table4"]
+    assert [(r["method"], r["best_fixed"]) for r in table4] == [("saw", "fixed-accuracy")]
+    hv = table4[0]["hv"]
+    diffs = np.array([g * 0.25 for g in gains.values()])
+    assert hv["diff"] == pytest.approx(diffs.mean())
+    assert hv["ratio"] == pytest.approx((0.6 * 0.25 + diffs.mean()) / (0.6 * 0.25))
+    z = stats.norm.ppf(0.975) + stats.norm.ppf(0.8)
+    assert hv["mde80"] == pytest.approx(z * diffs.std(ddof=1) / np.sqrt(3), rel=1e-5)
+    assert hv["half_width"] == pytest.approx((hv["ci"][1] - hv["ci"][0]) / 2)
+    assert summary["cpu_seconds"] == {"total": pytest.approx(3 * 29.5), "runs": 3, "of": 9}
+    md = bench_markdown(summary | {"config": {"seeds": [0, 1, 2], "eval_temperature": 1.0}, "wall_seconds": 60.0})
+    assert "Table 4 — every other method vs the best fixed preset (fixed-accuracy)" in md
+    assert f"| saw | 0.150 | {0.15 + diffs.mean():.3f}" not in md  # method first, then the preset
+    assert f"| saw | {0.15 + diffs.mean():.3f} | 0.150 | {diffs.mean():+.3f}" in md
+    assert f"{hv['ratio']:.3f} | 3/0/0 |" in md
+    assert f"a true difference of {hv['mde80']:.3f} would be detected with 80 % power" in md
+    assert "sampled evaluation (temperature 1)" in md and "CPU time 1 min over 3 of 9 runs" in md
+
+
+def test_bench_eval_temperature_follows_the_task_and_guards_reuse(tmp_path):
+    from moalign.bench import _complete
+
+    assert BenchConfig().eval_temperature == 0.0
+    assert BenchConfig(task="async").eval_temperature == 1.0
+    assert BenchConfig(task="async", eval_temperature=0.0).eval_temperature == 0.0
+    with pytest.raises(ValueError, match="--eval-temperature must be >= 0"):
+        BenchConfig(eval_temperature=-1.0)
+    d = _fake_run(tmp_path, "fixed-balanced", 0, "grpo", [(0, 0.1, 60, 0.0), (30, 0.5, 32, 0.5)])
+    assert _complete(d, BenchConfig())  # no mo_eval_temperature recorded: a greedy run
+    with pytest.raises(ValueError, match="evaluated at temperature 0.0, not --eval-temperature 1.0"):
+        _complete(d, BenchConfig(eval_temperature=1.0))
+
+
 def test_bench_config_rejects_bad_input():
     with pytest.raises(ValueError, match="distinct integers"):
         BenchConfig(seeds=[1, 1])
@@ -112,6 +158,9 @@ def test_bench_cli_quick_writes_tables_and_reports(tmp_path):
     assert {row["method"] for row in grpo["table3"]} == {"fixed-balanced", "gradient"}
     assert grpo["table2"][0]["hv"]["n"] == 2
     assert (out / "grpo" / "report" / "index.html").exists()
+    timings = [json.loads(p.read_text()) for p in out.glob("grpo/*/timing.json")]
+    assert len(timings) == 4 and all(t["cpu_seconds"] > 0 for t in timings)
+    assert data["cpu_seconds"]["runs"] == 4 and "CPU time" in (out / "bench.md").read_text()
     # an interrupted bench resumes: a second call retrains nothing (finished runs are reused)
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("grpo/*/evals.jsonl")}
     assert len(stamps) == 4

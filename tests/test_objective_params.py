@@ -379,3 +379,25 @@ def test_run_objectives_loads_runs_recorded_before_parameters(caplog):
     assert "default parameters" in caplog.text and "conciseness" in caplog.text
     with pytest.raises(ValueError, match=r"run.json config.objectives\[1\]: .*does not accept \['budget'\]"):
         evaluation.run_objectives({"config": {"objectives": ["accuracy", {"name": "conciseness", "budget": 3}]}})
+
+
+def test_moalign_eval_samples_as_the_training_did(finished_run, tmp_path, monkeypatch):
+    """A run trained with mo_eval_temperature > 0 is evaluated by `moalign eval` at that temperature, each step from
+    the seed the training's own evaluation of that step used."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_run["run"], run)
+    meta = json.loads((run / "run.json").read_text())
+    meta["config"]["mo_eval_temperature"] = 0.7
+    (run / "run.json").write_text(json.dumps(meta))
+    seen = []
+    real = evaluation.evaluate_policy
+
+    def recording(model, tok, rows, objectives, **kwargs):
+        seen.append((kwargs["temperature"], kwargs["seed"]))
+        return real(model, tok, rows, objectives, **kwargs)
+
+    monkeypatch.setattr(evaluation, "evaluate_policy", recording)
+    torch.set_num_threads(1)
+    records = evaluation.evaluate_run(run, split="test", batch_size=4, progress=False)
+    seed = meta["config"]["seed"]
+    assert seen == [(0.7, evaluation.eval_seed(seed, r["step"])) for r in records] and len(seen) == 3

@@ -63,6 +63,8 @@ class BenchConfig:
     out: str = "runs/bench"
     quick: bool = False
     task: str = "coupled"  # member of the synthetic task family (moalign.data.synthetic.VARIANTS; docs/demo_task.md)
+    # None: the task's own (TASK_EVAL_TEMPERATURE); 0 is greedy, > 0 one sampled completion per problem
+    eval_temperature: float | None = None
 
     def __post_init__(self):
         if self.quick:
@@ -83,9 +85,13 @@ class BenchConfig:
         bad = [e for e in self.estimators if e not in ESTIMATORS]
         if bad:
             raise ValueError(f"unknown estimator(s) {bad}; choose from {', '.join(sorted(ESTIMATORS))}")
-        from .demo import check_task
+        from .demo import TASK_EVAL_TEMPERATURE, check_task
 
         check_task(self.task)
+        if self.eval_temperature is None:
+            self.eval_temperature = TASK_EVAL_TEMPERATURE[self.task]
+        if not (math.isfinite(self.eval_temperature) and self.eval_temperature >= 0):
+            raise ValueError(f"--eval-temperature must be >= 0 (0: greedy), but got {self.eval_temperature}")
         names = [m[0] for m in bench_methods(self)]
         if self.methods is not None:
             unknown = sorted(set(self.methods) - set(names))
@@ -141,7 +147,7 @@ def _train_one(job: dict[str, Any]) -> str:
         validation_size=cfg.validation_size, prompts_per_step=cfg.prompts_per_step, generations=cfg.generations,
         learning_rate=cfg.learning_rate, max_completion_length=cfg.max_completion_length,
         extra_info={"name": job["name"], "estimator": job["estimator"], "bench": True, "task": cfg.task},
-        trainer_args=METHOD_TRAINER_ARGS.get(job["label"]),
+        trainer_args=METHOD_TRAINER_ARGS.get(job["label"]), eval_temperature=cfg.eval_temperature,
     )
     return job["run_dir"]
 
@@ -204,10 +210,14 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> Path:
 
 
 def _timed_run(job: dict[str, Any]) -> float:
-    """:func:`_train_one`, returning its wall time in seconds."""
-    started = time.perf_counter()
+    """:func:`_train_one`, returning its wall time in seconds; its wall and CPU time also go to ``timing.json`` in
+    the run directory (the bench's CPU time is the sum over runs)."""
+    started, cpu_started = time.perf_counter(), time.process_time()
     _train_one(job)
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    timing = {"wall_seconds": wall, "cpu_seconds": time.process_time() - cpu_started, "threads": job["threads"]}
+    (Path(job["run_dir"]) / "timing.json").write_text(json.dumps(timing))
+    return wall
 
 
 class _RunProgress:
@@ -282,8 +292,13 @@ def _complete(run_dir: Path, cfg: BenchConfig) -> bool:
     evals = run_dir / "evals.jsonl"
     if not evals.exists() or not (run_dir / "run.json").exists():
         return False
-    if json.loads((run_dir / "run.json").read_text()).get("task", "coupled") != cfg.task:
+    meta = json.loads((run_dir / "run.json").read_text())
+    if meta.get("task", "coupled") != cfg.task:
         raise ValueError(f"{run_dir} is a run of another task than --task {cfg.task}; give this task its own --out")
+    temperature = float(meta.get("config", {}).get("mo_eval_temperature") or 0.0)
+    if temperature != cfg.eval_temperature:
+        raise ValueError(f"{run_dir} was evaluated at temperature {temperature}, not --eval-temperature "
+                         f"{cfg.eval_temperature}; give this setting its own --out")
     steps = [json.loads(line)["step"] for line in evals.read_text().splitlines() if line.strip()]
     return bool(steps) and max(steps) >= cfg.steps
 
@@ -316,6 +331,7 @@ def paired_comparison(a: dict[int, float], b: dict[int, float], n_boot: int = 10
     d = np.array([a[s] - b[s] for s in seeds], dtype=np.float64)
     lo, hi = bootstrap_ci(d, n_boot)
     sign = 1.0 if higher_is_better else -1.0
+    sd = float(d.std(ddof=1)) if d.size > 1 else math.nan
     return {
         "n": len(seeds), "mean_a": float(np.mean([a[s] for s in seeds])) if seeds else math.nan,
         "mean_b": float(np.mean([b[s] for s in seeds])) if seeds else math.nan,
@@ -323,6 +339,9 @@ def paired_comparison(a: dict[int, float], b: dict[int, float], n_boot: int = 10
         "wins": int(np.sum(sign * d > tie)), "ties": int(np.sum(np.abs(d) <= tie)), "losses": int(np.sum(sign * d < -tie)),
         "ratio": float(np.mean([a[s] for s in seeds]) / np.mean([b[s] for s in seeds])) if seeds and np.mean(
             [b[s] for s in seeds]) else math.nan,
+        "sd": sd, "half_width": (hi - lo) / 2,
+        # smallest true mean difference a two-sided 5 % test on these seeds detects with 80 % power (normal approx.)
+        "mde80": (1.959964 + 0.841621) * sd / math.sqrt(d.size) if d.size > 1 else math.nan,
     }
 
 
@@ -373,6 +392,15 @@ def summarize_bench(run_dirs: Sequence[Path], cfg: BenchConfig) -> dict[str, Any
                                                                                        cfg.bootstrap),
                            "steps_to_front": paired_comparison(stf["gradient"], stf[best], cfg.bootstrap,
                                                                higher_is_better=False)})
+        table4 = []
+        if fixed_present:
+            best = max(fixed_present, key=lambda m: float(np.mean(list(hv[m].values()))))
+            for m in sorted(hv):
+                if not m.startswith("fixed-"):
+                    table4.append({"method": m, "best_fixed": best,
+                                   "hv": paired_comparison(hv[m], hv[best], cfg.bootstrap),
+                                   "steps_to_front": paired_comparison(stf[m], stf[best], cfg.bootstrap,
+                                                                       higher_is_better=False)})
         for m, per in methods.items():
             vals = list(per.values())
             table3.append({
@@ -386,8 +414,20 @@ def summarize_bench(run_dirs: Sequence[Path], cfg: BenchConfig) -> dict[str, Any
                 "r_pareto_share_at_0_5": _share([x for v in vals for x in v["r_pareto"]], lambda x: x <= 0.5 + 1e-12),
             })
         out["estimators"][estimator] = {"runs": methods, "table1": table1, "table2": table2,
-                                        "table3": sorted(table3, key=lambda r: r["method"])}
+                                        "table3": sorted(table3, key=lambda r: r["method"]), "table4": table4}
+    out["cpu_seconds"] = _cpu_seconds(run_dirs)
     return out
+
+
+def _cpu_seconds(run_dirs: Sequence[Path]) -> dict[str, Any]:
+    """CPU time of the runs (``timing.json``, written by each run's process): total and the runs it covers."""
+    total, counted = 0.0, 0
+    for d in run_dirs:
+        path = Path(d) / "timing.json"
+        if path.exists():
+            total += float(json.loads(path.read_text())["cpu_seconds"])
+            counted += 1
+    return {"total": total, "runs": counted, "of": len(run_dirs)}
 
 
 def _share(values: list[float], pred) -> float | None:
@@ -419,10 +459,16 @@ _CMP_HEAD = ("| {what} | HV {a} | HV {b} | HV diff [95 % CI] | W/T/L | steps to 
 
 def bench_markdown(summary: dict[str, Any]) -> str:
     cfg = summary.get("config", {})
-    lines = ["# moalign bench\n", f"Seeds {cfg.get('seeds')}, data seed {cfg.get('data_seed')}, {cfg.get('steps')} "
-             f"RL steps per run, greedy evaluation of {cfg.get('eval_size')} test problems every "
+    temperature = cfg.get("eval_temperature") or 0.0
+    decoding = "greedy evaluation" if not temperature else f"sampled evaluation (temperature {temperature:g})"
+    cpu = summary.get("cpu_seconds") or {}
+    cpu_note = (f" CPU time {cpu['total'] / 60:.0f} min over {cpu['runs']} of {cpu['of']} runs (one thread each)."
+                if cpu.get("runs") else "")
+    lines = [f"# moalign bench (task {cfg.get('task', 'coupled')})\n",
+             f"Seeds {cfg.get('seeds')}, data seed {cfg.get('data_seed')}, {cfg.get('steps')} "
+             f"RL steps per run, {decoding} of {cfg.get('eval_size')} test problems every "
              f"{cfg.get('eval_every')} steps (and step 0). Differences are paired by seed: mean [bootstrap 95 % CI] "
-             f"and win/tie/loss. Wall time {summary.get('wall_seconds', float('nan')) / 60:.1f} min.\n",
+             f"and win/tie/loss. Wall time {summary.get('wall_seconds', float('nan')) / 60:.1f} min.{cpu_note}\n",
              f"{PAPER_NOTE}\n"]
     for estimator, est in summary["estimators"].items():
         lines.append(f"## {estimator}\n")
@@ -434,6 +480,20 @@ def bench_markdown(summary: dict[str, Any]) -> str:
         lines.append(_CMP_HEAD.format(what="preset", a="gradient", b="preset"))
         for row in est["table2"]:
             lines.append(f"| {row['preset']} | {_fmt_cmp(row['hv'])} | {_fmt_cmp(row['steps_to_front'], 1)} |")
+        lines.append(_resolution_note(est["table1"] + est["table2"]))
+        if est.get("table4"):
+            best = est["table4"][0]["best_fixed"]
+            lines.append(f"\n### Table 4 — every other method vs the best fixed preset ({best})\n")
+            lines.append("The best preset is the one with the highest mean front HV on these same seeds, which favours "
+                         "it. Ratio = mean HV of the method / mean HV of the preset.\n")
+            lines.append(_CMP_HEAD.format(what="method", a="method", b="preset").replace(
+                "| HV diff [95 % CI] |", "| HV diff [95 % CI] | ratio |").replace(
+                "|---|---:|---:|---:|", "|---|---:|---:|---:|---:|"))
+            for row in est["table4"]:
+                cells = _fmt_cmp(row["hv"]).split(" | ")
+                cells.insert(3, f"{row['hv']['ratio']:.3f}")
+                lines.append(f"| {row['method']} | {' | '.join(cells)} | {_fmt_cmp(row['steps_to_front'], 1)} |")
+            lines.append(_resolution_note(est["table4"]))
         lines.append("\n### Table 3 — per method (mean over seeds)\n")
         lines.append("| method | runs | front HV (mean ± std) | front accuracy | front length | front clarity | steps to "
                      "front | runs in step-by-step mode | max weight shift | r_pareto > 1.5 / = 0.5 (share of steps) |")
@@ -449,6 +509,19 @@ def bench_markdown(summary: dict[str, Any]) -> str:
                 f"{row['max_weight_shift']:.3f} | {r} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _resolution_note(rows: list[dict[str, Any]]) -> str:
+    """The smallest HV difference a table's CIs resolve: the median 95 % CI half-width of its rows, and the difference
+    detected with 80 % power (2.80 × sd of the paired differences / √seeds, median over rows)."""
+    half = [r["hv"]["half_width"] for r in rows if math.isfinite(r["hv"].get("half_width", math.nan))]
+    mde = [r["hv"]["mde80"] for r in rows if math.isfinite(r["hv"].get("mde80", math.nan))]
+    if not half:
+        return ""
+    n = rows[0]["hv"]["n"]
+    return (f"\nResolution ({n} seeds): a CI here excludes 0 only for HV differences beyond about "
+            f"±{float(np.median(half)):.3f} (median CI half-width); a true difference of {float(np.median(mde)):.3f} "
+            f"would be detected with 80 % power.")
 
 
 def _html_tables(summary: dict[str, Any], estimator: str) -> str:

@@ -302,6 +302,9 @@ def bench_command(
     eval_every: Annotated[int | None, typer.Option(help="Evaluate every N RL steps.")] = None,
     eval_size: Annotated[int | None, typer.Option(help="Test problems per evaluation.")] = None,
     gradient_mu: Annotated[float | None, typer.Option(help="μ of the gradient method.")] = None,
+    eval_temperature: Annotated[float | None, typer.Option(
+        help="0: greedy evaluations; > 0: one sampled completion per problem at this temperature. Default: the "
+             "task's (coupled 0, async 1; docs/demo_task.md).")] = None,
     workers: Annotated[int, typer.Option(help="Runs trained in parallel (one process each).")] = 2,
     out: Annotated[Path, typer.Option(help="Where the runs, tables and reports go.")] = Path("runs/bench"),
     task: Task = "coupled",
@@ -320,7 +323,7 @@ def bench_command(
     if methods:
         kwargs["methods"] = _split_list([methods])
     for key, value in (("steps", steps), ("eval_every", eval_every), ("eval_size", eval_size),
-                       ("gradient_mu", gradient_mu)):
+                       ("gradient_mu", gradient_mu), ("eval_temperature", eval_temperature)):
         if value is not None:
             kwargs[key] = value
     try:

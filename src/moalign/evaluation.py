@@ -1,9 +1,11 @@
-"""Greedy evaluation of a policy on a split, and the objective point used for Pareto fronts.
+"""Evaluation of a policy on a split, and the objective point used for Pareto fronts.
 
 Metrics per evaluation (one line of ``evals.jsonl``): the mean score of every objective on the split under greedy
 decoding, plus ``length``: the mean completion length in tokens (generated tokens up to and including the first
 EOS, as TRL's ``completion_ids`` count them). Both papers evaluate greedily on the test split every 5 steps and at
-step 0.
+step 0. With ``temperature > 0`` (``mo_eval_temperature``) each row gets one sampled completion instead, drawn from a
+fixed seed: greedy decoding reports only each prompt's most likely habit, so a small policy whose habits all sit on
+one side of 50 % scores 0 or 1 on them whatever their rates (docs/demo_task.md, the ``async`` member).
 
 The *normalised point* of an evaluation (docs/design.md, "Normalised space") maps every objective to [0, 1] with
 1 = better: an objective whose ``eval_metric`` is ``"length"`` (conciseness) becomes
@@ -16,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +34,7 @@ __all__ = [
     "coverage",
     "eval_matrix",
     "eval_metric_name",
+    "eval_seed",
     "evaluate_policy",
     "evaluate_run",
     "load_initial_policy",
@@ -43,6 +47,12 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+def eval_seed(run_seed: int, step: int) -> int:
+    """The sampling seed of a run's evaluation at ``step`` (used when ``mo_eval_temperature`` > 0): runs with the same
+    seed draw alike at the same step, and ``moalign eval`` reproduces the training's evaluations."""
+    return int(run_seed) * 1_000_003 + int(step)
 
 
 def eval_metric_name(objective) -> str:
@@ -71,8 +81,14 @@ def evaluate_policy(
     batch_size: int = 16,
     chat_template_kwargs: dict[str, Any] | None = None,
     progress=None,
+    temperature: float = 0.0,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Greedy-decode every row's ``prompt`` and score it with every objective (objective state is not updated).
+
+    ``temperature > 0`` samples one completion per row at that temperature instead (no top-k/top-p cut, as TRL's
+    rollouts by default), from torch's generator seeded with ``seed`` inside :func:`torch.random.fork_rng`: the same
+    ``seed`` gives the same draws for the same policy, and the training's random stream is left where it was.
 
     Returns ``{"n": rows, "length": mean tokens, <eval metric of each objective>: mean, "completions": [...],
     "per_row": {"length": [...], <objective name>: [...]}}``. ``completions`` holds the decoded texts and ``per_row``
@@ -81,30 +97,34 @@ def evaluate_policy(
     """
     if not rows:
         raise ValueError("evaluation split is empty; give an eval dataset with at least one row")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature must be >= 0 (0: greedy), but got {temperature}")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     previous_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     eos_ids = {tokenizer.eos_token_id} | set(np.atleast_1d(getattr(model.generation_config, "eos_token_id", []) or []))
+    decoding = (dict(do_sample=True, temperature=float(temperature), top_p=1.0, top_k=0) if temperature > 0
+                else dict(do_sample=False, temperature=None, top_p=None, top_k=None))
     texts, lengths, all_ids = [], [], []
     try:
-        for start in range(0, len(rows), batch_size):
-            batch = rows[start : start + batch_size]
-            prompts = [_render(r["prompt"], tokenizer, chat_template_kwargs or {}) for r in batch]
-            enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-            out = model.generate(
-                **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
-                temperature=None, top_p=None, top_k=None,
-            )
-            for seq in out[:, enc["input_ids"].shape[1] :].tolist():
-                cut = next((i + 1 for i, t in enumerate(seq) if t in eos_ids), len(seq))
-                ids = seq[:cut]
-                all_ids.append(ids)
-                lengths.append(len(ids))
-                texts.append(tokenizer.decode(ids, skip_special_tokens=True))
-            if progress is not None:
-                progress(len(batch))
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            for start in range(0, len(rows), batch_size):
+                batch = rows[start : start + batch_size]
+                prompts = [_render(r["prompt"], tokenizer, chat_template_kwargs or {}) for r in batch]
+                enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+                out = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                                     **decoding)
+                for seq in out[:, enc["input_ids"].shape[1] :].tolist():
+                    cut = next((i + 1 for i, t in enumerate(seq) if t in eos_ids), len(seq))
+                    ids = seq[:cut]
+                    all_ids.append(ids)
+                    lengths.append(len(ids))
+                    texts.append(tokenizer.decode(ids, skip_special_tokens=True))
+                if progress is not None:
+                    progress(len(batch))
     finally:
         tokenizer.padding_side = previous_side
         model.train(was_training)
@@ -308,6 +328,7 @@ def evaluate_run(
     run_objectives(meta)  # an objective that cannot be rebuilt fails before any model is loaded
     config = meta["config"]
     max_new = int(config.get("max_completion_length") or 256)
+    temperature = float(config.get("mo_eval_temperature") or 0.0)  # as the training's own evaluations
     done = {(int(e["step"]), e.get("split")) for e in read_jsonl(run_dir / "evals.jsonl")}
     ckpt_root = Path(config.get("output_dir") or run_dir)
     checkpoints = sorted(
@@ -335,7 +356,8 @@ def evaluate_run(
                         o.load_state_dict(state["objectives"][o.name])
             metrics = evaluate_policy(
                 model, tok, rows, objectives, max_new_tokens=max_new, batch_size=batch_size,
-                progress=lambda n: bar.advance(task, n),
+                progress=lambda n: bar.advance(task, n), temperature=temperature,
+                seed=eval_seed(int(config.get("seed", meta.get("seed", 0)) or 0), step),
             )
             for key in ("completions", "per_row"):
                 metrics.pop(key)

@@ -11,6 +11,7 @@ model is loaded; ``MOGRPOTrainer`` builds it when it is constructed.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +48,7 @@ class MOGRPOConfig(GRPOConfig):
             under activation checkpointing (docs/trainer.md, "Gram probe under activation checkpointing").
 
     Parameters that control evaluation and monitoring:
-        mo_eval_steps, mo_eval_size, mo_validation_size, interference_window.
+        mo_eval_steps, mo_eval_size, mo_eval_temperature, mo_validation_size, interference_window.
     """
 
     objectives: list[Any] | None = field(
@@ -90,6 +91,12 @@ class MOGRPOConfig(GRPOConfig):
     )
     mo_eval_size: int | None = field(
         default=None, metadata={"help": "Evaluate on the first N rows of eval_dataset (default: all)."}
+    )
+    mo_eval_temperature: float = field(
+        default=0.0,
+        metadata={"help": "0: greedy evaluations (the papers'). > 0: one completion sampled per row at this "
+                  "temperature (no top-k/top-p), seeded from `seed` and the step, so runs with the same seed draw "
+                  "alike; the validation points use it too. For policies whose habits greedy decoding hides."},
     )
     mo_validation_size: int | None = field(
         default=None,
@@ -179,6 +186,8 @@ class MOGRPOConfig(GRPOConfig):
             )
         if self.mo_validation_size is not None and self.mo_validation_size < 1:
             raise ValueError(f"mo_validation_size must be >= 1 (or null for all rows), but got {self.mo_validation_size}")
+        if not (math.isfinite(self.mo_eval_temperature) and self.mo_eval_temperature >= 0):
+            raise ValueError(f"mo_eval_temperature must be >= 0 (0: greedy), but got {self.mo_eval_temperature}")
         if self.mo_eval_steps < 0:
             raise ValueError(f"mo_eval_steps must be >= 0 (0 disables), but got {self.mo_eval_steps}")
         if self.interference_window < 1:

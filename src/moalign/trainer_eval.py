@@ -1,4 +1,4 @@
-"""Greedy evaluations while :class:`~moalign.trainer.MOGRPOTrainer` trains: ``evals.jsonl`` lines (every
+"""Evaluations (greedy unless ``mo_eval_temperature`` > 0) while :class:`~moalign.trainer.MOGRPOTrainer` trains: ``evals.jsonl`` lines (every
 ``mo_eval_steps`` RL steps and at step 0), the live Pareto metrics of the reported split (:mod:`moalign.live_front`,
 through ``report_to``) and the validation points of strategies that need them."""
 
@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from transformers import Trainer, TrainerCallback
 
-from .evaluation import evaluate_policy, normalised_point
+from .evaluation import eval_seed, evaluate_policy, normalised_point
 from .live_front import FrontTracker, log_front_table
 from .rundir import append_jsonl
 
@@ -17,7 +17,7 @@ __all__ = ["FrontTableCallback", "TrainingEvaluator", "default_tensorboard_dir"]
 
 
 class TrainingEvaluator:
-    """Greedy evaluations during training: ``evals.jsonl`` lines and the hypervolume strategy's validation points."""
+    """Evaluations during training: ``evals.jsonl`` lines and the hypervolume strategy's validation points."""
 
     def __init__(self, trainer, dataset, split: str, size: int | None, live: bool = False):
         rows = [dict(r) for r in (dataset.select(range(min(size, len(dataset)))) if size else dataset)]
@@ -27,7 +27,7 @@ class TrainingEvaluator:
         self.front = FrontTracker(trainer.objectives_meta(), trainer.max_completion_length, split) if live else None
 
     def evaluate(self, step: int) -> dict[str, Any]:
-        """Greedy evaluation of the current policy. With several processes the main process evaluates and broadcasts
+        """Evaluation of the current policy. With several processes the main process evaluates and broadcasts
         the metrics (every rank gets the same validation point); with sharded parameters (FSDP, ZeRO-3), whose
         generation needs every rank, all ranks evaluate the same rows and the main process writes the line."""
         if self._last is not None and self._last[0] == step:
@@ -37,7 +37,7 @@ class TrainingEvaluator:
         sharded = getattr(t, "is_fsdp_enabled", False) or (
             getattr(t, "is_deepspeed_enabled", False) and acc.state.deepspeed_plugin.zero_stage == 3)
         if acc.num_processes == 1 or sharded or acc.is_main_process:
-            metrics = self._run()
+            metrics = self._run(step)
         else:
             metrics = None
         if acc.num_processes > 1 and not sharded:
@@ -56,7 +56,7 @@ class TrainingEvaluator:
                 t.control.should_log = should_log
         return metrics
 
-    def _run(self) -> dict[str, Any]:
+    def _run(self, step: int) -> dict[str, Any]:
         from trl.models import unwrap_model_for_generation
 
         t = self.trainer
@@ -64,6 +64,7 @@ class TrainingEvaluator:
             metrics = evaluate_policy(
                 model, t.processing_class, self.rows, t.objectives, max_new_tokens=t.max_completion_length,
                 batch_size=max(t.args.per_device_eval_batch_size, 1), chat_template_kwargs=t.chat_template_kwargs,
+                temperature=t.args.mo_eval_temperature, seed=eval_seed(t.args.seed, step),
             )
         for key in ("completions", "per_row"):
             metrics.pop(key)
