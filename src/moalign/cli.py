@@ -198,7 +198,8 @@ def eval_command(
     batch_size: Annotated[int, typer.Option(help="Generation batch size.")] = 16,
     verbose: Verbose = False,
 ) -> None:
-    """Greedy evaluation of the initial policy and every checkpoint of a run -> evals.jsonl."""
+    """Evaluate the initial policy and every checkpoint of a run -> evals.jsonl (greedy, or sampled as the run's
+    mo_eval_temperature)."""
     from .evaluation import evaluate_run
 
     try:

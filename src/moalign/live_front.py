@@ -1,4 +1,4 @@
-"""Live Pareto metrics: every greedy evaluation during training goes to the loggers of TRL's ``report_to``
+"""Live Pareto metrics: every evaluation during training goes to the loggers of TRL's ``report_to``
 (TensorBoard, W&B, trackio, ...), with the hypervolume of the run's evaluation front so far.
 
 :class:`FrontTracker` is framework-free: it keeps one split's evaluations and computes, with the same functions as
