@@ -169,6 +169,7 @@ def test_bench_cli_quick_writes_tables_and_reports(tmp_path):
     assert again.exit_code == 0, again.output
     assert {p: p.stat().st_mtime_ns for p in out.glob("grpo/*/evals.jsonl")} == stamps
     assert json.loads((out / "bench.json").read_text())["estimators"]["grpo"]["table2"] == grpo["table2"]
+    assert "for the 0 of 4 runs trained by the last invocation (the others were reused)" in (out / "bench.md").read_text()
 
 
 def test_bench_cli_bad_seeds(tmp_path):

@@ -197,6 +197,7 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> Path:
     wall = time.perf_counter() - started
     summary = summarize_bench([Path(j["run_dir"]) for j in jobs], cfg)
     summary["wall_seconds"] = wall
+    summary["trained_runs"] = len(todo)  # the others were reused from an earlier invocation (resumed bench)
     summary["config"] = dataclasses.asdict(cfg)
     (out / "bench.json").write_text(json.dumps(summary, indent=1))
     md = out / "bench.md"
@@ -468,7 +469,7 @@ def bench_markdown(summary: dict[str, Any]) -> str:
              f"Seeds {cfg.get('seeds')}, data seed {cfg.get('data_seed')}, {cfg.get('steps')} "
              f"RL steps per run, {decoding} of {cfg.get('eval_size')} test problems every "
              f"{cfg.get('eval_every')} steps (and step 0). Differences are paired by seed: mean [bootstrap 95 % CI] "
-             f"and win/tie/loss. Wall time {summary.get('wall_seconds', float('nan')) / 60:.1f} min.{cpu_note}\n",
+             f"and win/tie/loss. {_wall_note(summary)}{cpu_note}\n",
              f"{PAPER_NOTE}\n"]
     for estimator, est in summary["estimators"].items():
         lines.append(f"## {estimator}\n")
@@ -509,6 +510,14 @@ def bench_markdown(summary: dict[str, Any]) -> str:
                 f"{row['max_weight_shift']:.3f} | {r} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _wall_note(summary: dict[str, Any]) -> str:
+    wall = f"Wall time {summary.get('wall_seconds', float('nan')) / 60:.1f} min"
+    trained, total = summary.get("trained_runs"), (summary.get("cpu_seconds") or {}).get("of")
+    if trained is None or total is None or trained == total:
+        return wall + "."
+    return f"{wall} for the {trained} of {total} runs trained by the last invocation (the others were reused)."
 
 
 def _resolution_note(rows: list[dict[str, Any]]) -> str:
