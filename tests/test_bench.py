@@ -115,12 +115,16 @@ def test_table4_resolution_and_cpu_time_from_hand_made_runs(tmp_path):
     assert hv["mde80"] == pytest.approx(z * diffs.std(ddof=1) / np.sqrt(3), rel=1e-5)
     assert hv["half_width"] == pytest.approx((hv["ci"][1] - hv["ci"][0]) / 2)
     assert summary["cpu_seconds"] == {"total": pytest.approx(3 * 29.5), "runs": 3, "of": 9}
+    table5 = summary["estimators"]["grpo"]["table5"]  # saw starts from balanced weights; the presets do not count
+    assert [r["method"] for r in table5] == ["saw"]
+    assert table5[0]["hv"]["diff"] == pytest.approx(np.mean([(0.1 + g) * 0.25 for g in gains.values()]))
     md = bench_markdown(summary | {"config": {"seeds": [0, 1, 2], "eval_temperature": 1.0}, "wall_seconds": 60.0})
     assert "Table 4 — every other method vs the best fixed preset (fixed-accuracy)" in md
     assert f"| saw | 0.150 | {0.15 + diffs.mean():.3f}" not in md  # method first, then the preset
     assert f"| saw | {0.15 + diffs.mean():.3f} | 0.150 | {diffs.mean():+.3f}" in md
     assert f"{hv['ratio']:.3f} | 3/0/0 |" in md
     assert f"a true difference of {hv['mde80']:.3f} would be detected with 80 % power" in md
+    assert "Table 5 — methods that start from balanced weights vs the balanced preset" in md
     assert "sampled evaluation (temperature 1)" in md and "CPU time 1 min over 3 of 9 runs" in md
 
 

@@ -402,6 +402,11 @@ def summarize_bench(run_dirs: Sequence[Path], cfg: BenchConfig) -> dict[str, Any
                                    "hv": paired_comparison(hv[m], hv[best], cfg.bootstrap),
                                    "steps_to_front": paired_comparison(stf[m], stf[best], cfg.bootstrap,
                                                                        higher_is_better=False)})
+        # methods whose weights start balanced (all but the presets and hypervolume on another preset) vs that preset
+        table5 = [{"method": m, "hv": paired_comparison(hv[m], hv["fixed-balanced"], cfg.bootstrap),
+                   "steps_to_front": paired_comparison(stf[m], stf["fixed-balanced"], cfg.bootstrap,
+                                                       higher_is_better=False)}
+                  for m in sorted(hv) if "fixed-balanced" in hv and _starts_balanced(m)]
         for m, per in methods.items():
             vals = list(per.values())
             table3.append({
@@ -415,9 +420,16 @@ def summarize_bench(run_dirs: Sequence[Path], cfg: BenchConfig) -> dict[str, Any
                 "r_pareto_share_at_0_5": _share([x for v in vals for x in v["r_pareto"]], lambda x: x <= 0.5 + 1e-12),
             })
         out["estimators"][estimator] = {"runs": methods, "table1": table1, "table2": table2,
-                                        "table3": sorted(table3, key=lambda r: r["method"]), "table4": table4}
+                                        "table3": sorted(table3, key=lambda r: r["method"]), "table4": table4,
+                                        "table5": table5}
     out["cpu_seconds"] = _cpu_seconds(run_dirs)
     return out
+
+
+def _starts_balanced(method: str) -> bool:
+    """A bench method other than the balanced preset itself whose weights start at (or stay) balanced."""
+    return method not in {f"fixed-{p}" for p in PRESETS} and not (
+        method.startswith("hypervolume-") and method != "hypervolume-balanced")
 
 
 def _cpu_seconds(run_dirs: Sequence[Path]) -> dict[str, Any]:
@@ -495,6 +507,12 @@ def bench_markdown(summary: dict[str, Any]) -> str:
                 cells.insert(3, f"{row['hv']['ratio']:.3f}")
                 lines.append(f"| {row['method']} | {' | '.join(cells)} | {_fmt_cmp(row['steps_to_front'], 1)} |")
             lines.append(_resolution_note(est["table4"]))
+        if est.get("table5"):
+            lines.append("\n### Table 5 — methods that start from balanced weights vs the balanced preset\n")
+            lines.append(_CMP_HEAD.format(what="method", a="method", b="balanced"))
+            for row in est["table5"]:
+                lines.append(f"| {row['method']} | {_fmt_cmp(row['hv'])} | {_fmt_cmp(row['steps_to_front'], 1)} |")
+            lines.append(_resolution_note(est["table5"]))
         lines.append("\n### Table 3 — per method (mean over seeds)\n")
         lines.append("| method | runs | front HV (mean ± std) | front accuracy | front length | front clarity | steps to "
                      "front | runs in step-by-step mode | max weight shift | r_pareto > 1.5 / = 0.5 (share of steps) |")
