@@ -79,3 +79,20 @@ def test_quiet_libraries_is_scoped_and_restores_switches():
     after = (tf_log.get_verbosity(), tf_log.is_progress_bar_enabled(), datasets.is_progress_bar_enabled(),
              logging.getLogger("trl").level)
     assert after == before
+
+
+def test_demo_evaluates_each_task_member_as_its_bench_does(monkeypatch):
+    """The async member's demo runs sample their evaluations (temperature 1, as `moalign bench --task async`); the
+    coupled member's stay greedy."""
+    import moalign.demo as demo
+
+    seen = []
+    monkeypatch.setattr(demo, "train_synthetic_run", lambda **kw: seen.append((kw["extra_info"]["task"],
+                                                                                kw["eval_temperature"])))
+    for task in ("coupled", "async"):
+        cfg = demo.DemoConfig(quick=True, task=task)
+        demo._train_one("fixed-balanced", "fixed", {"preset": "balanced"}, "grpo", 0, None, None, cfg, None)
+    from moalign.bench import BenchConfig
+
+    assert seen == [("coupled", 0.0), ("async", 1.0)]
+    assert [BenchConfig(task=t).eval_temperature for t in ("coupled", "async")] == [0.0, 1.0]
