@@ -39,6 +39,10 @@ AGGREGATIONS = ("parameter", "logit", "hidden")
 PRESET_RUNS = ("fixed-accuracy", "fixed-balanced", "fixed-efficiency")  # moalign bench's labels (bench.PRESETS)
 VIEWS = {"final": "final policies only (each run's last evaluation)",
          "checkpoints": "every evaluated checkpoint (as moalign bench counts a run's front)"}
+# The three experts used one at a time (the sweep's one-hot preferences): three single policies trained exactly as the
+# experts were (LoRA, their learning rate), so meta-* vs this isolates what inference-time mixing adds; the
+# fixed-preset runs differ from the experts in their training setup (full fine-tuning, the bench's learning rate).
+EXPERTS_ALONE = "experts-alone"
 MAX_NEW_TOKENS = 64  # the bench's max_completion_length: the normalised space's length scale
 
 
@@ -77,7 +81,8 @@ class Settings:
 
     @property
     def methods(self) -> list[str]:
-        return [f"meta-{a}" for a in self.aggregations] + ["fixed-presets", f"dynamic-{self.dynamic_method}"]
+        return ([f"meta-{a}" for a in self.aggregations]
+                + [EXPERTS_ALONE, "fixed-presets", f"dynamic-{self.dynamic_method}"])
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -248,6 +253,16 @@ def load_trained(s: Settings) -> tuple[dict[int, dict[str, dict[str, Any]]], lis
 # ---------------------------------------------------------------------------------------------------------------------
 # indicators and comparisons
 # ---------------------------------------------------------------------------------------------------------------------
+def one_hot_points(sweep_jsonl: Path) -> np.ndarray:
+    """The points a sweep measured at one-hot preferences: each expert decoding alone (any aggregation of a one-hot
+    mixture is that expert)."""
+    rows = [json.loads(line) for line in sweep_jsonl.read_text().splitlines() if line.strip()]
+    points = [r["point"] for r in rows if max(r["preference"]) == 1.0]
+    if not points:
+        raise ValueError(f"{sweep_jsonl} has no one-hot preference; use a --grid-step that divides 1")
+    return np.asarray(points)
+
+
 def seed_indicators(points: dict[str, np.ndarray], grid: np.ndarray) -> tuple[dict[str, dict[str, float]], np.ndarray]:
     """``moalign meta-eval``'s indicators of every method, the reference being the non-dominated union of all."""
     from moalign.meta.evaluate import _front, front_indicators  # _front: meta-eval's own reference front
@@ -265,7 +280,7 @@ def comparisons(per_seed: dict[int, dict[str, Any]], s: Settings, view: str) -> 
 
     rows = []
     for agg in s.aggregations:
-        for other in ("fixed-presets", f"dynamic-{s.dynamic_method}"):
+        for other in (EXPERTS_ALONE, "fixed-presets", f"dynamic-{s.dynamic_method}"):
             rows.append({
                 "meta": f"meta-{agg}", "vs": other,
                 "hv": paired_comparison(values(f"meta-{agg}", "hypervolume"), values(other, "hypervolume"),
@@ -324,6 +339,7 @@ def run(s: Settings, progress: bool = True) -> Path:
     for seed in s.seeds:
         sweeps = {a: json.loads((sweep_dir(s, seed, a) / "summary.json").read_text()) for a in s.aggregations}
         meta_points = {f"meta-{a}": np.asarray(sw["methods"][a]["points"]) for a, sw in sweeps.items()}
+        meta_points[EXPERTS_ALONE] = one_hot_points(sweep_dir(s, seed, s.aggregations[0]) / "sweep.jsonl")
         views = {}
         for view in VIEWS:
             points = {**meta_points, **{m: t[view] for m, t in trained[seed].items()}}
@@ -366,7 +382,9 @@ def markdown(summary: dict[str, Any]) -> str:
         f"Sweep: simplex grid step {s['grid_step']} ({len(next(iter(summary['per_seed'].values()))['preferences'])} "
         f"preferences) per aggregation, greedy, first {s['rows']} test problems. Trained: the three fixed presets "
         f"({s['bench_dir']}, {s['steps']} steps each) and {s['dynamic_method']} ({s['budget_dir']}, "
-        f"{3 * s['steps']} steps). HV: origin reference; IGD+: against the non-dominated union of every method's "
+        f"{3 * s['steps']} steps); {EXPERTS_ALONE}: the three experts decoding alone (the sweep's one-hot "
+        "preferences), trained exactly as the mixtures' experts, unlike the presets (full fine-tuning, lr 1e-4). "
+        "HV: origin reference; IGD+: against the non-dominated union of every method's "
         "points of that seed (lower is better); normalised space (accuracy, 1 - length/64, clarity). Differences "
         "are paired by seed: mean [bootstrap 95 % CI] and win/tie/loss.\n",
     ]

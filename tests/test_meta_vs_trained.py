@@ -81,7 +81,12 @@ def test_smoke_campaign_matches_brute_force_and_resumes(tmp_path):
 
     final = seed["views"]["final"]
     points = {m: np.asarray(p) for m, p in final["points"].items()}
-    assert set(points) == {"meta-parameter", "meta-logit", "meta-hidden", "fixed-presets", "dynamic-gradient"}
+    assert set(points) == {"meta-parameter", "meta-logit", "meta-hidden", "experts-alone", "fixed-presets",
+                           "dynamic-gradient"}
+    # the experts alone: the sweep's three one-hot preferences, the same points under every aggregation
+    one_hot = [json.loads(x) for x in (out / "sweep-seed100" / "logit" / "sweep.jsonl").read_text().splitlines()]
+    one_hot = [r["point"] for r in one_hot if max(r["preference"]) == 1.0]
+    assert len(one_hot) == 3 and np.allclose(sorted(map(tuple, points["experts-alone"])), sorted(map(tuple, one_hot)))
     for agg in ("parameter", "logit", "hidden"):  # the sweep's points, one per preference of the 0.5 grid
         sweep = json.loads((out / "sweep-seed100" / agg / "summary.json").read_text())
         assert np.allclose(points[f"meta-{agg}"], sweep["methods"][agg]["points"]) and len(points[f"meta-{agg}"]) == 6
@@ -97,7 +102,7 @@ def test_smoke_campaign_matches_brute_force_and_resumes(tmp_path):
             assert ind["hypervolume"] == pytest.approx(_brute_force_hv(p), abs=1e-12), (view, m)
             assert ind["igd_plus"] == pytest.approx(_brute_force_igd_plus(p, pts.values()), abs=1e-12), (view, m)
     assert len(seed["views"]["checkpoints"]["points"]["fixed-presets"]) == 6  # 2 evaluations x 3 runs
-    comparison = summary["tables"]["final"]["comparisons"][0]
+    comparison = summary["tables"]["final"]["comparisons"][1]
     assert (comparison["meta"], comparison["vs"]) == ("meta-parameter", "fixed-presets")
     ind = final["indicators"]
     assert comparison["hv"]["diff"] == pytest.approx(ind["meta-parameter"]["hypervolume"]
@@ -138,11 +143,13 @@ def test_paired_tables_orient_igd_plus_as_lower_is_better():
     per_seed = {seed: {"views": {"final": {"points": {m: [[0, 0, 0]] for m in s.methods}, "indicators": {
         "meta-logit": {"hypervolume": a, "igd_plus": c, "expected_utility": 0.0, "cardinality": 1},
         "fixed-presets": {"hypervolume": b, "igd_plus": d, "expected_utility": 0.0, "cardinality": 1},
+        "experts-alone": {"hypervolume": b, "igd_plus": d, "expected_utility": 0.0, "cardinality": 1},
         "dynamic-gradient": {"hypervolume": b, "igd_plus": d, "expected_utility": 0.0, "cardinality": 1}}}}}
         for seed, (a, b, c, d) in values.items()}
     rows = mvt.comparisons(per_seed, s, "final")
-    assert [(r["meta"], r["vs"]) for r in rows] == [("meta-logit", "fixed-presets"), ("meta-logit", "dynamic-gradient")]
-    hv, igd = rows[0]["hv"], rows[0]["igd_plus"]
+    assert [(r["meta"], r["vs"]) for r in rows] == [("meta-logit", "experts-alone"), ("meta-logit", "fixed-presets"),
+                                                    ("meta-logit", "dynamic-gradient")]
+    hv, igd = rows[1]["hv"], rows[1]["igd_plus"]
     assert hv["diff"] == pytest.approx(np.mean([0.10, 0.11, 0.06])) and (hv["wins"], hv["losses"]) == (3, 0)
     assert igd["diff"] == pytest.approx(np.mean([0.05, 0.08, 0.05])) and (igd["wins"], igd["losses"]) == (0, 3)
     table = mvt.per_method(per_seed, s.methods, "final")
