@@ -256,3 +256,16 @@ def test_the_engine_is_framework_free():
             else:
                 continue
             assert set(roots) <= allowed, (name, roots)
+
+
+def test_interference_monitor_warns_once_per_run_of_flagged_steps(caplog):
+    """Every flagged step is returned, but the warning goes out when an objective becomes flagged, not at each step
+    it stays flagged (a 30-step run used to print the same warning up to 25 times)."""
+    m = InterferenceMonitor(["a", "b"], window=1)
+    rewards = [0.9, 0.8, 0.7, 0.6, 0.7, 0.6, 0.5]  # b's mean falls at every step except the 4th update
+    flags = []
+    with caplog.at_level("WARNING", logger="moalign.rl.monitor"):
+        for r in rewards:
+            flags.append(m.update(np.array([0.1, -0.2]), np.array([0.5, r])))
+    assert flags == [[], ["b"], ["b"], ["b"], [], ["b"], ["b"]]
+    assert caplog.text.count("objective 'b' is being traded away") == 2  # steps 2 and 6: each start of a run

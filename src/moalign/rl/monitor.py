@@ -37,10 +37,13 @@ class InterferenceMonitor:
         self.window = window
         self.neg_cov_streak = np.zeros(len(self.objective_names), dtype=int)
         self.reward_history: list[np.ndarray] = []
+        # flagged at the previous step: the warning goes out once per run of consecutive flagged steps (every flag
+        # is still returned and logged per step); not saved, so a resumed run warns once more
+        self._flagged_before: set[str] = set()
 
     def update(self, covariance: np.ndarray, reward_means: np.ndarray) -> list[str]:
         """One step's covariance and mean rewards (both ``(K,)``; NaN covariance resets a streak) -> the names of
-        the objectives flagged now, each with a warning."""
+        the objectives flagged now; a warning names an objective when it is flagged after a step it was not."""
         window = self.window
         self.neg_cov_streak = np.where(np.nan_to_num(covariance, nan=0.0) < 0, self.neg_cov_streak + 1, 0)
         self.reward_history.append(np.asarray(reward_means, dtype=np.float64))
@@ -51,11 +54,14 @@ class InterferenceMonitor:
             for j, name in enumerate(self.objective_names):
                 if self.neg_cov_streak[j] >= window and falling[j]:
                     flags.append(name)
+                    if name in self._flagged_before:
+                        continue
                     logger.warning(
                         "objective %r is being traded away: its covariance with the advantage has been negative for "
                         "%d steps while its mean reward fell from %.3f to %.3f",
                         name, int(self.neg_cov_streak[j]), self.reward_history[0][j], self.reward_history[-1][j],
                     )
+        self._flagged_before = set(flags)
         return flags
 
     def state_dict(self) -> dict[str, Any]:
