@@ -350,12 +350,9 @@ def eta_seconds(runs: list[Run], analysis_seconds: float) -> float:
 
 
 def _clock(seconds: float) -> str:
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    from moalign.bench import _clock as bench_clock  # the bench's progress lines' format
+
+    return bench_clock(seconds)
 
 
 def run_campaign(args) -> int:
