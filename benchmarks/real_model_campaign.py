@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -446,6 +447,7 @@ def _analyse_and_commit(args, runs: list[Run], console, note: str) -> float:
 # ---------------------------------------------------------------------------------------------------------------------
 # analysis
 # ---------------------------------------------------------------------------------------------------------------------
+@functools.cache  # loaded once per process: final_greedy and compare both use it for every run
 def _eval_script():
     import importlib.util
 

@@ -375,37 +375,28 @@ def summarize_bench(run_dirs: Sequence[Path], cfg: BenchConfig) -> dict[str, Any
     for estimator, methods in runs.items():
         hv = {m: {s: v["hv"] for s, v in per.items()} for m, per in methods.items()}
         stf = {m: {s: v["steps_to_front"] for s, v in per.items()} for m, per in methods.items()}
-        table1, table2, table3 = [], [], []
+
+        def versus(a: str, b: str) -> dict[str, Any]:
+            """Method ``a`` vs method ``b``, paired by seed: front HV and steps to front (fewer is better)."""
+            return {"hv": paired_comparison(hv[a], hv[b], cfg.bootstrap),
+                    "steps_to_front": paired_comparison(stf[a], stf[b], cfg.bootstrap, higher_is_better=False)}
+
+        table1, table2, table3, table4 = [], [], [], []
         for short in PRESETS:
             fixed, dyn = f"fixed-{short}", f"hypervolume-{short}"
             if fixed in hv and dyn in hv:
-                table1.append({"preset": short, "hv": paired_comparison(hv[dyn], hv[fixed], cfg.bootstrap),
-                               "steps_to_front": paired_comparison(stf[dyn], stf[fixed], cfg.bootstrap,
-                                                                   higher_is_better=False)})
+                table1.append({"preset": short, **versus(dyn, fixed)})
             if fixed in hv and "gradient" in hv:
-                table2.append({"preset": short, "hv": paired_comparison(hv["gradient"], hv[fixed], cfg.bootstrap),
-                               "steps_to_front": paired_comparison(stf["gradient"], stf[fixed], cfg.bootstrap,
-                                                                   higher_is_better=False)})
+                table2.append({"preset": short, **versus("gradient", fixed)})
         fixed_present = [f"fixed-{s}" for s in PRESETS if f"fixed-{s}" in hv]
-        if fixed_present and "gradient" in hv:
-            best = max(fixed_present, key=lambda m: float(np.mean(list(hv[m].values()))))
-            table2.append({"preset": f"best fixed ({best})", "hv": paired_comparison(hv["gradient"], hv[best],
-                                                                                       cfg.bootstrap),
-                           "steps_to_front": paired_comparison(stf["gradient"], stf[best], cfg.bootstrap,
-                                                               higher_is_better=False)})
-        table4 = []
         if fixed_present:
             best = max(fixed_present, key=lambda m: float(np.mean(list(hv[m].values()))))
-            for m in sorted(hv):
-                if not m.startswith("fixed-"):
-                    table4.append({"method": m, "best_fixed": best,
-                                   "hv": paired_comparison(hv[m], hv[best], cfg.bootstrap),
-                                   "steps_to_front": paired_comparison(stf[m], stf[best], cfg.bootstrap,
-                                                                       higher_is_better=False)})
+            if "gradient" in hv:
+                table2.append({"preset": f"best fixed ({best})", **versus("gradient", best)})
+            table4 = [{"method": m, "best_fixed": best, **versus(m, best)} for m in sorted(hv)
+                      if not m.startswith("fixed-")]
         # methods whose weights start balanced (all but the presets and hypervolume on another preset) vs that preset
-        table5 = [{"method": m, "hv": paired_comparison(hv[m], hv["fixed-balanced"], cfg.bootstrap),
-                   "steps_to_front": paired_comparison(stf[m], stf["fixed-balanced"], cfg.bootstrap,
-                                                       higher_is_better=False)}
+        table5 = [{"method": m, **versus(m, "fixed-balanced")}
                   for m in sorted(hv) if "fixed-balanced" in hv and _starts_balanced(m)]
         for m, per in methods.items():
             vals = list(per.values())

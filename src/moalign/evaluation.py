@@ -357,7 +357,7 @@ def evaluate_run(
             metrics = evaluate_policy(
                 model, tok, rows, objectives, max_new_tokens=max_new, batch_size=batch_size,
                 progress=lambda n: bar.advance(task, n), temperature=temperature,
-                seed=eval_seed(int(config.get("seed", meta.get("seed", 0)) or 0), step),
+                seed=eval_seed(config["seed"], step),  # the seed the training evaluated with (args.seed)
             )
             for key in ("completions", "per_row"):
                 metrics.pop(key)
