@@ -49,7 +49,11 @@ COMMON = dict(
     num_generations=4,
     max_completion_length=12,  # short completions keep a CPU step well under a second
     max_steps=2,
-    learning_rate=1e-2,  # large so that each step visibly moves the tiny model's parameters
+    learning_rate=1e-2,  # each step moves the parameters ~1e-3, 1000x the tolerance of _assert_same
+    # Plain SGD, not AdamW: Adam divides by √v, so an embedding row whose gradient is float noise (~1e-9: the group's
+    # advantages cancel) moves by ±lr either way, and two exact implementations disagree there at the 3rd digit.
+    # Under SGD a parameter's move is lr x its gradient, so the comparison below checks the gradients themselves.
+    optim="sgd",
     report_to="none",
     logging_steps=1,
     use_cpu=True,
@@ -87,6 +91,9 @@ def _losses(trainer):
 
 def _assert_same(ours, trl):
     assert _losses(ours) == pytest.approx(_losses(trl), abs=1e-6)
+    initial, _ = tiny_model_and_tokenizer(seed=0, num_hidden_layers=2)
+    moved = max((p - p0).abs().max().item() for p, p0 in zip(trl.model.parameters(), initial.parameters()))
+    assert moved > 1e-4, f"training barely moved the parameters ({moved:.1e}): the comparison could not fail"
     for (name, pa), (_, pb) in zip(ours.model.named_parameters(), trl.model.named_parameters()):
         torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6, msg=name)
 
@@ -115,6 +122,8 @@ def test_the_equivalence_test_would_catch_swapped_weights(tmp_path):
     kw = {"max_steps": 1}
     right, swapped = _ours(tmp_path / "a", **kw), _ours(tmp_path / "b", weights=[0.1, 0.3, 0.6], **kw)
     assert _losses(right) != pytest.approx(_losses(swapped), abs=1e-6)
+    apart = max((a - b).abs().max().item() for a, b in zip(right.model.parameters(), swapped.model.parameters()))
+    assert apart > 1e-4  # 100x the parameter tolerance of _assert_same
 
 
 def test_normalize_then_sum_matches_trl(tmp_path):
