@@ -19,7 +19,7 @@ def clipped_advantage_weights(new_logps: torch.Tensor, old_logps: torch.Tensor, 
 
     Args:
         new_logps, old_logps: ``(B, T)`` per-token log-probabilities after and before the update.
-        advantages: ``(B,)`` the completions' final advantages.
+        advantages: ``(B,)`` the completions' final advantages (TRL), or ``(B, T)`` token advantages (verl).
         mask: ``(B, T)`` completion mask (1 = token counts).
         epsilon_low, epsilon_high: the PPO clip range ``[1 − ε_low, 1 + ε_high]``.
 
@@ -29,10 +29,10 @@ def clipped_advantage_weights(new_logps: torch.Tensor, old_logps: torch.Tensor, 
     [0.5]
     """
     ratio = torch.exp(new_logps - old_logps)
-    adv = advantages.unsqueeze(1)
+    adv = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages
     clipped = ((ratio > 1 + epsilon_high) & (adv > 0)) | ((ratio < 1 - epsilon_low) & (adv < 0))
-    mask = mask.float()
-    contrib = adv * ratio * (~clipped).float() * mask
+    mask = mask.to(ratio.dtype)
+    contrib = adv * ratio * (~clipped).to(ratio.dtype) * mask
     return contrib.sum(1) / mask.sum(1).clamp(min=1.0)
 
 

@@ -34,6 +34,7 @@ import torch
 from ... import weighting
 from ...evaluation import eval_metric_name, normalised_point
 from ...objectives import Objective, build_objectives
+from ...rl import post_update
 from ...rl.engine import EstimatorFn, StepEngine
 from ...rl.step import StepRecord
 from ...rundir import atomic_write_json
@@ -190,12 +191,11 @@ def clipped_advantage_weights(new_logp: torch.Tensor, old_logp: torch.Tensor, ad
     Shapes ``(N, L)``; ``advantages`` are the token advantages the update used. The clip is inactive unless
     ``ρ > 1 + clip_high`` with ``Â > 0`` or ``ρ < 1 − clip_low`` with ``Â < 0`` (PPO's clipped branch).
     """
-    mask = mask.to(torch.float64)
-    ratio = torch.exp((new_logp.double() - old_logp.double()).clamp(-20.0, 20.0))
-    adv = advantages.double()
-    clipped = ((ratio > 1 + clip_high) & (adv > 0)) | ((ratio < 1 - clip_low) & (adv < 0))
-    contrib = adv * ratio * (~clipped).double() * mask
-    return (contrib.sum(1) / mask.sum(1).clamp(min=1.0)).numpy()
+    # the TRL trainer's computation, in float64 and with |log ρ| ≤ 20 so that exp cannot overflow
+    old_logp = old_logp.double()
+    new_logp = old_logp + (new_logp.double() - old_logp).clamp(-20.0, 20.0)
+    return post_update.clipped_advantage_weights(new_logp, old_logp, advantages.double(), mask, clip_low,
+                                                 clip_high).numpy()
 
 
 class MOSession:
