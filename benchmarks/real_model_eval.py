@@ -12,7 +12,7 @@ the same rows (the runs must share the split).
 
 The CIs of those two tables are over problems (evaluation noise of one training run each). When the runs hold
 several training seeds of a method (run.json's ``seed``; methods told apart by their strategy, e.g. ``fixed``,
-``gradient``, ``hypervolume``), a third table compares every method with the first one paired by seed and problem:
+``gradient``, ``hypervolume``, and by its parameters and the aggregation where runs of one strategy differ in them), a third table compares every method with the first one paired by seed and problem:
 the per-seed differences, seeds won/tied/lost, and a two-level bootstrap CI (seeds resampled, then problems within
 each seed), which counts training-seed variation as well as evaluation noise.
 
@@ -76,15 +76,41 @@ def two_level_ci(diffs_by_seed: list[list[float]], n_boot: int, level: float = 0
     return [float(np.quantile(stats, alpha)), float(np.quantile(stats, 1 - alpha))]
 
 
+DEFAULT_AGGREGATION = "sum_then_normalize"
+
+
+def method_labels(runs_meta: dict) -> dict[str, str]:
+    """Run name -> its method: the strategy's name, or, where runs of one strategy differ in parameters (e.g. fixed
+    balanced vs fixed accuracy-focused) or in ``multi_objective_aggregation`` (fixed vs gdpo), the strategy's repr
+    and the aggregation."""
+    def key(meta):
+        aggregation = meta.get("config", {}).get("multi_objective_aggregation", DEFAULT_AGGREGATION)
+        return meta["strategy"]["name"], meta["strategy"].get("repr", ""), aggregation
+
+    variants: dict[str, set] = {}
+    for meta in runs_meta.values():
+        variants.setdefault(key(meta)[0], set()).add(key(meta))
+    labels = {}
+    for run, meta in runs_meta.items():
+        name, text, aggregation = key(meta)
+        if len(variants[name]) == 1:
+            labels[run] = name
+        else:
+            labels[run] = (text or name) + ("" if aggregation == DEFAULT_AGGREGATION else f" + {aggregation}")
+    return labels
+
+
 def across_seeds(results: dict, runs_meta: dict, metric: str, n_boot: int) -> list[dict]:
-    """Every method against the first method listed, paired by training seed and problem (rows both scored)."""
+    """Every method (:func:`method_labels`) against the first one listed, paired by training seed and problem (rows
+    both scored)."""
     from moalign.bench import paired_comparison
 
     by_method: dict[str, dict[int, list]] = {}
+    labels = method_labels(runs_meta)
     for name, meta in runs_meta.items():
-        seeds = by_method.setdefault(meta["strategy"]["name"], {})
+        seeds = by_method.setdefault(labels[name], {})
         if int(meta["seed"]) in seeds:
-            raise SystemExit(f"two runs of {meta['strategy']['name']} with seed {meta['seed']}: pass one of them")
+            raise SystemExit(f"two runs of {labels[name]} with seed {meta['seed']}: pass one of them")
         seeds[int(meta["seed"])] = results[name]["trained"][metric]
     methods = list(by_method)
     rows = []
@@ -153,8 +179,8 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"| {name} | {m} | {c['mean']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] | "
                       f"{'/'.join(map(str, c['wtl']))} |")
     seeds_per_method = {}
-    for meta in runs_meta.values():
-        seeds_per_method.setdefault(meta["strategy"]["name"], set()).add(int(meta["seed"]))
+    for run, label in method_labels(runs_meta).items():
+        seeds_per_method.setdefault(label, set()).add(int(runs_meta[run]["seed"]))
     if len(seeds_per_method) > 1 and max(map(len, seeds_per_method.values())) > 1:
         ref = next(iter(seeds_per_method))
         print(f"\n| method | metric | seeds | mean (method / {ref}) | per-seed difference | "

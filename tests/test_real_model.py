@@ -251,6 +251,33 @@ def test_across_seeds_pairs_runs_by_seed_and_problem():
         across(results, runs, "accuracy", n_boot=10)
 
 
+def test_methods_of_one_strategy_with_other_parameters_or_aggregation_stay_apart():
+    script = _load_script("real_model_eval")
+
+    def meta(text, seed, aggregation="sum_then_normalize"):
+        return {"strategy": {"name": "fixed", "repr": text}, "seed": seed,
+                "config": {"multi_objective_aggregation": aggregation}}
+
+    runs = {f"{tag}{seed}": meta(text, seed, agg) for seed in (0, 1) for tag, text, agg in [
+        ("bal", "Fixed(preset='balanced')", "sum_then_normalize"),
+        ("gdpo", "Fixed(preset='balanced')", "normalize_then_sum"),
+        ("acc", "Fixed(preset='accuracy')", "sum_then_normalize")]}
+    labels = script.method_labels(runs)
+    assert labels["bal0"] == "Fixed(preset='balanced')"
+    assert labels["gdpo1"] == "Fixed(preset='balanced') + normalize_then_sum"
+    assert labels["acc0"] == "Fixed(preset='accuracy')"
+    acc = {"bal": [1, 0, 0, 0], "gdpo": [1, 1, 0, 0], "acc": [1, 1, 1, 1]}
+    results = {run: {"trained": {"accuracy": acc[run[:-1]]}} for run in runs}
+    rows = script.across_seeds(results, runs, "accuracy", n_boot=200)
+    assert [(r["method"], r["reference"]) for r in rows] == [
+        ("Fixed(preset='balanced') + normalize_then_sum", "Fixed(preset='balanced')"),
+        ("Fixed(preset='accuracy')", "Fixed(preset='balanced')")]
+    assert [r["mean"] for r in rows] == pytest.approx([0.25, 0.75])
+    one_strategy_each = {"f0": {"strategy": {"name": "fixed", "repr": "Fixed(preset='balanced')"}, "seed": 0},
+                         "g0": {"strategy": {"name": "gradient", "repr": "Gradient(mu=0.01)"}, "seed": 0}}
+    assert script.method_labels(one_strategy_each) == {"f0": "fixed", "g0": "gradient"}
+
+
 def test_script_prints_the_seed_table_for_several_seeds(tmp_path, monkeypatch, capsys):
     """main() with two methods x two seeds (decoding stubbed: these rows are what the runs' final models would
     score) adds the seeds x problems table, and its numbers are across_seeds'."""
