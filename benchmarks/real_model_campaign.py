@@ -223,6 +223,12 @@ def train_argv(config_path: Path, resume: str | None) -> list[str]:
     return argv
 
 
+def _repo_relative(path: Path) -> str:
+    """``path`` relative to the repository when inside it: the committed tables name no machine's directories."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def launch(argv: list[str], log_path: Path, threads: int, on_poll=None) -> int:
     """``moalign train`` in a child process with ``threads`` torch threads, its output appended to ``log_path``;
     ``on_poll()`` is called every few seconds while it runs. Returns its exit code. Ctrl-C stops the child (which
@@ -579,7 +585,7 @@ def analyse(runs: list[Run], args, console=None) -> dict[str, Any]:
         "method_settings": {r.method.label: {"strategy": r.method.strategy, "strategy_params": r.method.params,
                                              **r.method.trainer_args} for r in runs},
         "seeds": list(dict.fromkeys(r.seed for r in runs)), "split": args.split,
-        "base_config": str(args.config), "model": first.config.get("model") or first.config.get("model_name_or_path"),
+        "base_config": _repo_relative(args.config), "model": first.config.get("model") or first.config.get("model_name_or_path"),
         "max_steps": first.max_steps, "eval_every": first.config.get("mo_eval_steps"),
         "eval_size": first.config.get("mo_eval_size"), "eval_temperature": first.config.get("mo_eval_temperature"),
         "train_temperature": first.config.get("temperature"), "states": states,

@@ -182,6 +182,7 @@ def test_analysis_of_hand_made_runs_against_hand_computations(campaign, tmp_path
     assert "| gradient | 200 | 0.3000 | 0, 20 |" in md
     assert "| saw | accuracy | 200,201,202 | 0.750 / 0.417 | +0.500 +0.250 +0.250 | +0.333 [" in md
     assert "Partial results" not in md
+    assert s["base_config"] == "examples/smollm2_additions.yaml"  # committed tables name no machine's directory
 
 
 def test_partial_campaign_tables_name_what_is_missing(campaign, tmp_path):
