@@ -12,9 +12,10 @@ the same rows (the runs must share the split).
 
 The CIs of those two tables are over problems (evaluation noise of one training run each). When the runs hold
 several training seeds of a method (run.json's ``seed``; methods told apart by their strategy, e.g. ``fixed``,
-``gradient``, ``hypervolume``, and by its parameters and the aggregation where runs of one strategy differ in them), a third table compares every method with the first one paired by seed and problem:
-the per-seed differences, seeds won/tied/lost, and a two-level bootstrap CI (seeds resampled, then problems within
-each seed), which counts training-seed variation as well as evaluation noise.
+``gradient``, ``hypervolume``, and by its parameters and the aggregation where runs of one strategy differ in them),
+a third table compares every method with the first one paired by seed and problem: the per-seed differences, seeds
+won/tied/lost, and a two-level bootstrap CI (seeds resampled, then problems within each seed), which counts
+training-seed variation as well as evaluation noise.
 
     python benchmarks/real_model_eval.py runs/fixed_s* runs/gradient_s* runs/hypervolume_s* --json seeds.json
 """
