@@ -788,6 +788,17 @@ def dry_run(args) -> list[tuple[Run, RunState]]:
     return states
 
 
+def stop_on_signals() -> None:
+    """SIGTERM, and SIGINT also in a background job (which starts with SIGINT ignored, so Python never installs its
+    handler), end the campaign as Ctrl-C does: :func:`launch` stops the running child, which keeps its last
+    checkpoint, instead of leaving it to train on as an orphan."""
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.dry_run:
@@ -805,6 +816,7 @@ def main(argv: list[str] | None = None) -> int:
                            f"real-model campaign results ({summary['done']} of {summary['total']} runs)")
         print(f"results: {args.out / 'campaign.md'} and {args.out / 'campaign.json'}")
         return 0
+    stop_on_signals()
     try:
         return 1 if run_campaign(args) else 0
     except KeyboardInterrupt:

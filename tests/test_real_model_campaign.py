@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -285,3 +287,19 @@ def test_smoke_campaign_on_the_tiny_model_skips_done_runs_and_resumes_a_killed_o
     timing = json.loads((saw / "timing.json").read_text())
     assert [x["resumed_from"] for x in timing["sessions"]] == [None, str(saw / "checkpoints" / "checkpoint-1")]
     assert json.loads((out / "campaign.json").read_text())["done"] == 3
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_background_campaign_stops_its_child_on_sigterm_and_sigint(campaign, signum):
+    """nohup/& starts the campaign with SIGINT ignored and SIGTERM fatal: either way the running child would be
+    orphaned. After stop_on_signals() both raise KeyboardInterrupt, the path on which launch() stops the child."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # what a background shell job starts with
+        signal.signal(signal.SIGTERM, lambda *_: None)  # stands in for the default (which would end pytest too)
+        campaign.stop_on_signals()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signum)  # the handler runs before the next bytecode
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
