@@ -84,16 +84,14 @@ def method_labels(runs_meta: dict) -> dict[str, str]:
     """Run name -> its method: the strategy's name, or, where runs of one strategy differ in parameters (e.g. fixed
     balanced vs fixed accuracy-focused) or in ``multi_objective_aggregation`` (fixed vs gdpo), the strategy's repr
     and the aggregation."""
-    def key(meta):
-        aggregation = meta.get("config", {}).get("multi_objective_aggregation", DEFAULT_AGGREGATION)
-        return meta["strategy"]["name"], meta["strategy"].get("repr", ""), aggregation
-
+    keys = {run: (meta["strategy"]["name"], meta["strategy"].get("repr", ""),
+                  meta.get("config", {}).get("multi_objective_aggregation", DEFAULT_AGGREGATION))
+            for run, meta in runs_meta.items()}
     variants: dict[str, set] = {}
-    for meta in runs_meta.values():
-        variants.setdefault(key(meta)[0], set()).add(key(meta))
+    for key in keys.values():
+        variants.setdefault(key[0], set()).add(key)
     labels = {}
-    for run, meta in runs_meta.items():
-        name, text, aggregation = key(meta)
+    for run, (name, text, aggregation) in keys.items():
         if len(variants[name]) == 1:
             labels[run] = name
         else:
