@@ -29,8 +29,10 @@ See docs/real_model.md, "Campaign: fixed vs dynamic vs SAW over 5 seeds (issue 1
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
+import fcntl
 import functools
 import hashlib
 import json
@@ -44,6 +46,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -179,6 +182,47 @@ def check_same_campaign(run_dir: Path, cfg: dict[str, Any]) -> None:
         diffs = "; ".join(f"{k}: {old.get(k)!r} there, {cfg.get(k)!r} now" for k in keys)
         raise SystemExit(f"{run_dir} was started with other settings ({diffs}); give this campaign its own --out, "
                          "or delete that run directory to start it again")
+
+
+LOCK_NAME = "campaign.lock"
+
+
+@contextlib.contextmanager
+def claim(run_dir: Path) -> Iterator[bool]:
+    """Hold ``run_dir`` for this process while it trains the run: yields False when another campaign process holds it.
+
+    Several campaign processes (e.g. one per core, ``--threads 1``) may then share one run list: each trains the runs
+    nobody else is training. An ``flock`` rather than a pid file because the kernel drops it when its process dies,
+    so a killed campaign leaves no stale lock to clean up. The file keeps the holder's pid for the dry run."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / LOCK_NAME, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        f.truncate(0)
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def lock_holder(run_dir: Path) -> int | None:
+    """The pid of the campaign process training ``run_dir`` now, or None."""
+    path = run_dir / LOCK_NAME
+    if not path.exists():
+        return None
+    with open(path) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = f.read().strip()
+            return int(text) if text.isdigit() else -1
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return None
 
 
 @dataclasses.dataclass
@@ -379,47 +423,65 @@ def run_campaign(args) -> int:
                   "of this campaign are timed)", soft_wrap=True)
     if len(todo) < total:  # tables of what is already there, e.g. after a change of analysis
         analysis_times.append(_analyse_and_commit(args, runs, console, note="runs already done"))
+    elsewhere = []
     for run in todo:
-        state = run_state(run.run_dir)
-        if state.status == "done":
-            continue
-        run.run_dir.mkdir(parents=True, exist_ok=True)
-        config_path = run.run_dir / "campaign_config.yaml"
-        config_path.write_text(yaml.safe_dump(run.config, sort_keys=False))
-        resume = state.checkpoint if state.status == "partial" else None
-        index = runs.index(run) + 1
-        how = f"resuming from {Path(resume).name}" if resume else (
-            "restarting (no checkpoint)" if state.status == "started" else "starting")
-        console.print(f"[{index}/{total}] {run.method.label} seed {run.seed}: {how} -> {run.run_dir} "
-                      f"(log: {run.run_dir / 'train.log'})", soft_wrap=True)
-        wall0, cpu0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
-        with Watcher(console, run, state) as watch:
-            code = launch(train_argv(config_path, resume), run.run_dir / "train.log", args.threads, watch.poll)
-            watch.poll()
-        wall = time.perf_counter() - wall0
-        cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        record_timing(run, wall, (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime), args.threads,
-                      resume, max(run.max_steps - state.step, 0) if code == 0 else 0)
-        if code != 0 or run_state(run.run_dir).status != "done":
+        with claim(run.run_dir) as mine:
+            if not mine:
+                elsewhere.append(run)
+                console.print(f"[{runs.index(run) + 1}/{total}] {run.method.label} seed {run.seed}: being trained by "
+                              f"another campaign process (pid {lock_holder(run.run_dir)}); skipped", soft_wrap=True)
+                continue
+            failed_run = _train_one(args, run, runs, console, analysis_times, started)
+        if failed_run:
             failed.append(run)
-            tail = "".join((run.run_dir / "train.log").read_text().splitlines(keepends=True)[-15:])
-            console.print(f"[{index}/{total}] {run.method.label} seed {run.seed}: FAILED (exit code {code}) after "
-                          f"{_clock(wall)}; last lines of {run.run_dir / 'train.log'}:\n{tail}", markup=False)
-            continue
-        analysis_times.append(_analyse_and_commit(args, runs, console,
-                                                  note=f"after {run.method.label} seed {run.seed}"))
-        done = sum(run_state(r.run_dir).status == "done" for r in runs)
-        per_analysis = float(np.mean(analysis_times)) if analysis_times else ANALYSIS_SECONDS
-        console.print(f"[{index}/{total}] {run.method.label} seed {run.seed}: {_run_result(args, run)}, run "
-                      f"{_clock(wall)} | {done}/{total} done, elapsed {_clock(time.perf_counter() - started)}, "
-                      f"ETA {_clock(eta_seconds(runs, per_analysis))}", soft_wrap=True)
     console.print(f"results: {args.out / 'campaign.md'} and {args.out / 'campaign.json'}", soft_wrap=True)
     if args.commit_results:
         console.print(f"committed copies: {args.commit_results}", soft_wrap=True)
+    if elsewhere:
+        console.print(f"{len(elsewhere)} run(s) were left to the other campaign process(es) training them: "
+                      f"{', '.join(r.name for r in elsewhere)}; the last process to finish writes the complete tables",
+                      soft_wrap=True)
     if failed:
         console.print(f"{len(failed)} run(s) failed: {', '.join(r.name for r in failed)}; rerun the same command to "
                       "resume them", soft_wrap=True)
     return len(failed)
+
+
+def _train_one(args, run: Run, runs: list[Run], console, analysis_times: list[float], started: float) -> bool:
+    """Train (or resume) one run this process has claimed, then analyse every finished run; True when it failed."""
+    total = len(runs)
+    state = run_state(run.run_dir)  # read under the claim: another process may have finished it meanwhile
+    if state.status == "done":
+        return False
+    config_path = run.run_dir / "campaign_config.yaml"
+    config_path.write_text(yaml.safe_dump(run.config, sort_keys=False))
+    resume = state.checkpoint if state.status == "partial" else None
+    index = runs.index(run) + 1
+    how = f"resuming from {Path(resume).name}" if resume else (
+        "restarting (no checkpoint)" if state.status == "started" else "starting")
+    console.print(f"[{index}/{total}] {run.method.label} seed {run.seed}: {how} -> {run.run_dir} "
+                  f"(log: {run.run_dir / 'train.log'})", soft_wrap=True)
+    wall0, cpu0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    with Watcher(console, run, state) as watch:
+        code = launch(train_argv(config_path, resume), run.run_dir / "train.log", args.threads, watch.poll)
+        watch.poll()
+    wall = time.perf_counter() - wall0
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    record_timing(run, wall, (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime), args.threads,
+                  resume, max(run.max_steps - state.step, 0) if code == 0 else 0)
+    if code != 0 or run_state(run.run_dir).status != "done":
+        tail = "".join((run.run_dir / "train.log").read_text().splitlines(keepends=True)[-15:])
+        console.print(f"[{index}/{total}] {run.method.label} seed {run.seed}: FAILED (exit code {code}) after "
+                      f"{_clock(wall)}; last lines of {run.run_dir / 'train.log'}:\n{tail}", markup=False)
+        return True
+    analysis_times.append(_analyse_and_commit(args, runs, console,
+                                              note=f"after {run.method.label} seed {run.seed}"))
+    done = sum(run_state(r.run_dir).status == "done" for r in runs)
+    per_analysis = float(np.mean(analysis_times)) if analysis_times else ANALYSIS_SECONDS
+    console.print(f"[{index}/{total}] {run.method.label} seed {run.seed}: {_run_result(args, run)}, run "
+                  f"{_clock(wall)} | {done}/{total} done, elapsed {_clock(time.perf_counter() - started)}, "
+                  f"ETA {_clock(eta_seconds(runs, per_analysis))}", soft_wrap=True)
+    return False
 
 
 def _run_result(args, run: Run) -> str:
@@ -668,10 +730,12 @@ def campaign_markdown(s: dict[str, Any]) -> str:
 
 
 def write_results(summary: dict[str, Any], out: Path) -> None:
-    from moalign.rundir import atomic_write_json
+    from moalign.rundir import _atomic_write, atomic_write_json
 
+    # atomic: parallel campaign processes may write them at the same moment, and commit_results may be copying them
     atomic_write_json(out / "campaign.json", summary)
-    (out / "campaign.md").write_text(campaign_markdown(summary))
+    markdown = campaign_markdown(summary)
+    _atomic_write(out / "campaign.md", lambda f: f.write(markdown))
 
 
 def commit_results(out: Path, dest: Path, message: str, console=None) -> bool:
@@ -782,7 +846,9 @@ def dry_run(args) -> list[tuple[Run, RunState]]:
     for r, st in states:
         params = json.dumps(r.method.params, sort_keys=True)
         extra = "".join(f", {k}: {v}" for k, v in r.method.trainer_args.items())
-        print(f"  {r.name:<{width}}  {st.describe(r.max_steps):<48}  {r.method.strategy} {params}{extra}")
+        holder = lock_holder(r.run_dir) if st.status != "done" else None
+        state = st.describe(r.max_steps) + (f"; training now (pid {holder})" if holder is not None else "")
+        print(f"  {r.name:<{width}}  {state:<48}  {r.method.strategy} {params}{extra}")
     left = sum(st.status != "done" for _, st in states)
     print(f"{len(runs) - left} done, {left} to train; ETA {_clock(eta_seconds(runs, ANALYSIS_SECONDS))}")
     return states

@@ -303,3 +303,51 @@ def test_a_background_campaign_stops_its_child_on_sigterm_and_sigint(campaign, s
     finally:
         for s, handler in saved.items():
             signal.signal(s, handler)
+
+
+def test_claim_is_exclusive_and_dies_with_its_process(campaign, tmp_path):
+    """Two campaign processes sharing one run list must never train the same run; a killed holder frees the run."""
+    run_dir = tmp_path / "saw-seed200"
+    with campaign.claim(run_dir) as first:
+        assert first and campaign.lock_holder(run_dir) == os.getpid()
+        with campaign.claim(run_dir) as second:  # a separate open file: flock refuses it even in one process
+            assert not second
+    assert campaign.lock_holder(run_dir) is None
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); "
+         "fcntl.flock(f, fcntl.LOCK_EX); f.truncate(0); f.write('4242\\n'); f.flush(); print('held', flush=True); "
+         "time.sleep(60)", str(run_dir / campaign.LOCK_NAME)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert campaign.lock_holder(run_dir) == 4242
+        with campaign.claim(run_dir) as mine:
+            assert not mine
+    finally:
+        holder.kill()
+        holder.wait()
+    with campaign.claim(run_dir) as mine:  # no stale lock left by the killed process
+        assert mine
+
+
+def test_a_run_another_process_trains_is_skipped_not_failed(campaign, tmp_path, monkeypatch, capsys):
+    launched = []
+
+    def fake_launch(argv, log_path, threads, on_poll=None):
+        run_dir = Path(argv[1]).parent
+        launched.append(run_dir.name)
+        (run_dir / "final").mkdir()
+        (run_dir / "final" / "adapter_model.safetensors").write_bytes(b"")
+        return 0
+
+    monkeypatch.setattr(campaign, "launch", fake_launch)
+    monkeypatch.setattr(campaign, "_analyse_and_commit", lambda *a, **k: 0.0)
+    args = _args(campaign, tmp_path, "--seeds", "200")
+    with campaign.claim(tmp_path / "gradient-seed200"):
+        assert campaign.run_campaign(args) == 0
+        assert launched == ["fixed-balanced-seed200", "saw-seed200"]
+        assert "gradient seed 200: being trained by another campaign process" in capsys.readouterr().out
+        campaign.dry_run(args)
+        assert f"training now (pid {os.getpid()})" in capsys.readouterr().out
+    launched.clear()
+    assert campaign.run_campaign(args) == 0  # released: now this process trains it, and only it
+    assert launched == ["gradient-seed200"]
