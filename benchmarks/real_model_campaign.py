@@ -631,6 +631,8 @@ def analyse(runs: list[Run], args, console=None) -> dict[str, Any]:
         state = run_state(r.run_dir)
         states[r.name] = state.describe(r.max_steps)
         if state.status != "done":
+            if lock_holder(r.run_dir) is not None:
+                states[r.name] += "; training now"
             continue
         g = None
         if not args.no_greedy:

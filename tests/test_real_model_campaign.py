@@ -348,6 +348,11 @@ def test_a_run_another_process_trains_is_skipped_not_failed(campaign, tmp_path, 
         assert "gradient seed 200: being trained by another campaign process" in capsys.readouterr().out
         campaign.dry_run(args)
         assert f"training now (pid {os.getpid()})" in capsys.readouterr().out
+        args.no_greedy = True  # the stand-in runs have no logs or model to evaluate
+        monkeypatch.setattr(campaign, "run_record", lambda *a: {})
+        monkeypatch.setattr(campaign, "compare", lambda *a: [])
+        states = campaign.analyse(campaign.plan(args), args)["states"]
+        assert states["gradient-seed200"] == "todo; training now" and states["saw-seed200"] == "done"
     launched.clear()
     assert campaign.run_campaign(args) == 0  # released: now this process trains it, and only it
     assert launched == ["gradient-seed200"]
