@@ -45,8 +45,8 @@ import subprocess
 import sys
 import time
 import traceback
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -431,8 +431,8 @@ def run_campaign(args) -> int:
                 console.print(f"[{runs.index(run) + 1}/{total}] {run.method.label} seed {run.seed}: being trained by "
                               f"another campaign process (pid {lock_holder(run.run_dir)}); skipped", soft_wrap=True)
                 continue
-            failed_run = _train_one(args, run, runs, console, analysis_times, started)
-        if failed_run:
+            run_failed = _train_one(args, run, runs, console, analysis_times, started)
+        if run_failed:
             failed.append(run)
     console.print(f"results: {args.out / 'campaign.md'} and {args.out / 'campaign.json'}", soft_wrap=True)
     if args.commit_results:
@@ -732,12 +732,11 @@ def campaign_markdown(s: dict[str, Any]) -> str:
 
 
 def write_results(summary: dict[str, Any], out: Path) -> None:
-    from moalign.rundir import _atomic_write, atomic_write_json
+    from moalign.rundir import atomic_write_json, atomic_write_text
 
     # atomic: parallel campaign processes may write them at the same moment, and commit_results may be copying them
     atomic_write_json(out / "campaign.json", summary)
-    markdown = campaign_markdown(summary)
-    _atomic_write(out / "campaign.md", lambda f: f.write(markdown))
+    atomic_write_text(out / "campaign.md", campaign_markdown(summary))
 
 
 def commit_results(out: Path, dest: Path, message: str, console=None) -> bool:

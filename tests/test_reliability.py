@@ -760,6 +760,18 @@ def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypa
     assert sorted(p.name for p in tmp_path.iterdir()) == [STATE_FILE]  # no temporary file left
 
 
+def test_atomic_write_text_replaces_whole_or_not_at_all(tmp_path, monkeypatch):
+    path = tmp_path / "campaign.md"
+    rundir.atomic_write_text(path, "old\n")
+    monkeypatch.setattr(rundir.os, "replace", lambda a, b: (_ for _ in ()).throw(OSError(18, "cross-device")))
+    with pytest.raises(OSError):
+        rundir.atomic_write_text(path, "new\n")
+    monkeypatch.undo()
+    assert path.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["campaign.md"]
+    rundir.atomic_write_text(path, "new\n")
+    assert path.read_text() == "new\n"
+
+
 def test_failed_first_write_creates_no_file(tmp_path, monkeypatch):
     monkeypatch.setattr(rundir.json, "dump", _fail_midway_json_dump)
     with pytest.raises(OSError):

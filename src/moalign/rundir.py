@@ -67,6 +67,11 @@ def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
     _atomic_write(Path(path), lambda f: json.dump(to_jsonable(data), f, indent=2, allow_nan=False))
 
 
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temp file + fsync + rename): a reader sees the old or the new file."""
+    _atomic_write(Path(path), lambda f: f.write(text))
+
+
 def _atomic_write(path: Path, write) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, fsync it and rename it over ``path``; on any
     failure the old file is untouched and the temporary file removed."""
