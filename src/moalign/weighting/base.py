@@ -378,7 +378,9 @@ class WeightingStrategy:
         self._state_loaded()
 
     def _state_loaded(self) -> None:
-        """Recompute derived attributes after :meth:`load_state_dict` (e.g. weights from log-weights)."""
+        """Adjust attributes after :meth:`load_state_dict`. Never recompute a saved field from the others (e.g.
+        weights from log-weights): a recomputation can differ in the last bit on another CPU, so the resumed run
+        would not continue the saved one."""
 
     def _length(self, spec: StateField) -> int:
         if spec.length == "K":

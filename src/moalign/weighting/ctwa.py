@@ -147,9 +147,6 @@ class CTWA(WeightingStrategy):
     def metrics(self) -> dict[str, float]:
         return dict(self._last)
 
-    def _state_loaded(self) -> None:
-        self._w = softmax(self._log_w)
-
     def hyperparameters(self) -> dict[str, Any]:
         ceilings = None if np.all(np.isinf(self.ceilings)) else self.ceilings.tolist()
         return {"cov_targets": self.cov_targets.tolist(), "initial_weights": self._w0, "ceilings": ceilings,

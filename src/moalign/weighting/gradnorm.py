@@ -101,8 +101,5 @@ class GradNorm(WeightingStrategy):
     def metrics(self) -> dict[str, float]:
         return dict(self._last)
 
-    def _state_loaded(self) -> None:
-        self._w = self._W / self.num_objectives
-
     def hyperparameters(self) -> dict[str, Any]:
         return {"alpha": self.alpha, "lr": self.lr, "eps": self.eps, "scale_invariant": self.scale_invariant}

@@ -124,9 +124,6 @@ class Lagrangian(WeightingStrategy):
     def metrics(self) -> dict[str, float]:
         return dict(self._last)
 
-    def _state_loaded(self) -> None:
-        self._w = self._compose()
-
     def hyperparameters(self) -> dict[str, Any]:
         return {"primary": self.objective_names[self.primary], "targets": self._targets_arg, "dual_lr": self.dual_lr,
                 "lambda_init": self.lambda_init, "lambda_max": self.lambda_max}

@@ -154,7 +154,6 @@ class Tchebycheff(WeightingStrategy):
     def _state_loaded(self) -> None:
         if self._fixed_ideal is not None:
             self._ideal = self._fixed_ideal.copy()
-        self._w = self._compose()
 
     def hyperparameters(self) -> dict[str, Any]:
         return {"weights": self._args["weights"], "mu": self.mu, "smooth": self.smooth,
