@@ -31,6 +31,7 @@ from .scoring import normalised_length, score_completions
 
 __all__ = [
     "FrontSummary",
+    "calibrate_ranges",
     "coverage",
     "eval_matrix",
     "eval_metric_name",
@@ -39,6 +40,7 @@ __all__ = [
     "evaluate_run",
     "load_initial_policy",
     "load_run_rows",
+    "metric_ranges",
     "metric_space",
     "normalise_metrics",
     "normalised_point",
@@ -66,7 +68,10 @@ def normalised_point(metrics: dict[str, float], objectives: Sequence, max_comple
     for obj in objectives:
         metric = eval_metric_name(obj)
         value = float(metrics[metric])
-        point.append(normalised_length(value, max_completion_length) if metric == "length" else value)
+        if hasattr(obj, "normalise"):  # a reward model's affine map of its range (docs/objectives.md)
+            point.append(obj.normalise(value))
+        else:
+            point.append(normalised_length(value, max_completion_length) if metric == "length" else value)
     return np.asarray(point, dtype=np.float64)
 
 
@@ -176,11 +181,34 @@ def eval_matrix(evals: Sequence[dict[str, Any]], space: Sequence[tuple[str, bool
     return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(space))
 
 
-def normalise_metrics(values: np.ndarray, space: Sequence[tuple[str, bool]], max_completion_length: int) -> np.ndarray:
-    """Raw metrics -> the normalised space (docs/design.md): length as ``1 - length/max_completion_length``."""
+def metric_ranges(objectives_meta: Sequence[dict[str, Any]]) -> list[list[float] | None]:
+    """Each objective's normalisation range as ``run.json`` records it (reward models; None for the others).
+
+    A reward-model objective (one whose record has a ``range`` key) without a range yet is an error naming the fix.
+    """
+    ranges = []
+    for o in objectives_meta:
+        if "range" in o and o["range"] is None:
+            raise ValueError(
+                f"objective {o['name']!r} is a reward model without a normalisation range: fronts and hypervolumes "
+                "need one. Set range: [lo, hi] in its objectives entry, or evaluate the initial policy (mo_eval_steps "
+                "> 0, or `moalign eval RUN_DIR`), which calibrates and records it"
+            )
+        ranges.append(o.get("range"))
+    return ranges
+
+
+def normalise_metrics(values: np.ndarray, space: Sequence[tuple[str, bool]], max_completion_length: int,
+                      ranges: Sequence[Sequence[float] | None] | None = None) -> np.ndarray:
+    """Raw metrics -> the normalised space (docs/design.md): length as ``1 - length/max_completion_length``; an
+    objective with a range ``[lo, hi]`` (a reward model) by its affine map, clipped to [0, 1], 1 = better."""
+    from .objectives.reward_model import normalise_in_range
+
     out = np.array(values, dtype=np.float64, copy=True)
-    for j, (metric, _) in enumerate(space):
-        if metric == "length":
+    for j, (metric, maximize) in enumerate(space):
+        if ranges is not None and ranges[j] is not None:
+            out[:, j] = [normalise_in_range(v, ranges[j], maximize) for v in out[:, j]]
+        elif metric == "length":
             out[:, j] = normalised_length(out[:, j], max_completion_length)
     return out
 
@@ -218,7 +246,7 @@ def summarize_front(
         if key not in seen:
             seen.add(key)
             idx.append(int(i))
-    norm = normalise_metrics(raw, space, max_completion_length)
+    norm = normalise_metrics(raw, space, max_completion_length, metric_ranges(objectives_meta))
     hv = pareto.hypervolume(norm[idx], np.zeros(len(space)), maximize=True)
     steps = [int(evals[i]["step"]) for i in idx]
     return FrontSummary(
@@ -302,7 +330,20 @@ def run_objectives(meta: dict[str, Any], warn: bool = True) -> list:
             f"run.json config.objectives {specs} rebuild objectives named {[o.name for o in objectives]}, but the run "
             f"recorded {names}"
         )
+    for obj, record in zip(objectives, recorded):
+        if record.get("range") is not None and hasattr(obj, "load_state_dict") and hasattr(obj, "score_range"):
+            obj.score_range, obj.range_source = list(record["range"]), record.get("range_source")  # frozen map
     return objectives
+
+
+def calibrate_ranges(objectives: Sequence, per_row: dict[str, list]) -> dict[str, list[float]]:
+    """Freeze the normalisation range of every reward-model objective that has none from one evaluation's
+    per-completion scores (the initial policy's); returns ``{name: [lo, hi]}`` of those it set."""
+    calibrated = {}
+    for obj in objectives:
+        if hasattr(obj, "calibrate") and getattr(obj, "score_range", 0) is None:
+            calibrated[obj.name] = obj.calibrate(per_row[obj.name])
+    return calibrated
 
 
 def evaluate_run(
@@ -341,10 +382,14 @@ def evaluate_run(
     new = []
     from rich.progress import Progress
 
+    reward_models: dict[str, Any] = {}  # objective name -> its reward model, loaded once for all checkpoints
     with Progress(disable=not progress) as bar:
         task = bar.add_task(f"evaluating {run_dir.name} on {split}", total=len(todo) * len(rows))
         for step, path in todo:
             objectives = run_objectives(meta, warn=False)  # fresh per checkpoint, which loads its own state below
+            for o in objectives:
+                if hasattr(o, "reward_model"):
+                    o.reward_model = reward_models.setdefault(o.name, o.reward_model)
             if path is None:
                 model, tok = load_initial_policy(run_dir, meta)
             else:
@@ -354,11 +399,24 @@ def evaluate_run(
                 for o in objectives:
                     if hasattr(o, "load_state_dict") and o.name in state["objectives"]:
                         o.load_state_dict(state["objectives"][o.name])
+            from .objectives import prepare_reward_models
+
+            prepare_reward_models(objectives, next(model.parameters()).device, next(model.parameters()).dtype,
+                                  trust_remote_code=bool(config.get("trust_remote_code")),
+                                  chat_template_kwargs=config.get("chat_template_kwargs"))
             metrics = evaluate_policy(
                 model, tok, rows, objectives, max_new_tokens=max_new, batch_size=batch_size,
                 progress=lambda n: bar.advance(task, n), temperature=temperature,
                 seed=eval_seed(config["seed"], step),  # the seed the training evaluated with (args.seed)
             )
+            if step == 0 and calibrate_ranges(objectives, metrics["per_row"]):
+                # a run that never evaluated its initial policy: its reward models' ranges are frozen now
+                for record, obj in zip(meta["objectives"], objectives):
+                    if getattr(obj, "range_source", None) == "calibrated" and record.get("range") is None:
+                        record["range"], record["range_source"] = obj.score_range, "calibrated"
+                from .rundir import atomic_write_json
+
+                atomic_write_json(run_dir / "run.json", meta)
             for key in ("completions", "per_row"):
                 metrics.pop(key)
             record = {"step": step, "split": split, "metrics": metrics}

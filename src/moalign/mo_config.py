@@ -18,7 +18,7 @@ from typing import Any
 from trl import GRPOConfig
 
 from . import weighting
-from .objectives import build_objective, build_objectives, objective_label, objective_params, objective_spec_json
+from .objectives import build_objectives, build_objectives_with_params, objective_spec_json
 from .rl.advantages import ESTIMATOR_SUMMARIES, ESTIMATORS, is_linear
 from .rl.step import AGGREGATIONS
 
@@ -194,34 +194,27 @@ class MOGRPOConfig(GRPOConfig):
             raise ValueError(f"interference_window must be >= 1, but got {self.interference_window}")
 
 
-def resolve_objectives(args: MOGRPOConfig, objectives: list[Any] | None = None
+def resolve_objectives(args: MOGRPOConfig, objectives: list[Any] | None = None, reward_processing_classes: Any = None
                        ) -> tuple[list[Any], list[dict[str, Any] | None]]:
-    """The run's objective instances and each entry's parameters (``{name: conciseness, max_tokens: 512}`` ->
-    ``{"max_tokens": 512}``; None for an objective passed as an object): ``objectives`` (instances, callables or
-    specs; the source of truth, as ``reward_funcs`` in TRL; ``args.objectives``, when set, must agree in number), else
-    built from ``args.objectives`` (default :data:`DEFAULT_OBJECTIVES`). Names must be distinct: weights, logs and
-    checkpoints are keyed by them."""
+    """The run's objective instances and each one's parameters (``{name: conciseness, max_tokens: 512}`` ->
+    ``{"max_tokens": 512}``; None for an objective passed as an object): ``objectives`` (instances, callables, reward
+    models or specs; the source of truth, as ``reward_funcs`` in TRL; ``args.objectives``, when set, must give as
+    many objectives), else built from ``args.objectives`` (default :data:`DEFAULT_OBJECTIVES`).
+    ``reward_processing_classes``: one tokenizer per entry for reward models, as in TRL. Names are checked to be
+    distinct by :func:`moalign.objectives.check_distinct_names`, the one place that checks them."""
     if objectives is None:
         specs = list(args.objectives) if args.objectives is not None else list(DEFAULT_OBJECTIVES)
-        objectives = [build_objective(spec) for spec in specs]
-    else:
-        specs = list(objectives)
-        objectives = [build_objective(o) for o in objectives]
-        names = [o.name for o in objectives]
-        if args.objectives is not None and len(names) != len(args.objectives):
+        return build_objectives_with_params(specs, tokenizers=reward_processing_classes)
+    built, params = build_objectives_with_params(list(objectives), tokenizers=reward_processing_classes)
+    if args.objectives is not None:
+        configured = build_objectives(args.objectives)
+        if len(configured) != len(built):
+            names = [o.name for o in built]
             raise ValueError(
-                f"{len(objectives)} objectives were passed ({', '.join(names)}) but args.objectives names "
-                f"{len(args.objectives)} ({', '.join(map(objective_label, args.objectives))}); pass one objective per "
-                "name, in order"
+                f"{len(built)} objectives were passed ({', '.join(names)}) but args.objectives names "
+                f"{len(configured)} ({', '.join(o.name for o in configured)}); pass one objective per name, in order"
             )
-    names = [o.name for o in objectives]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValueError(
-            f"two objectives share the name(s) {duplicates}; every objective needs its own name (weights, logs "
-            "and checkpoints are keyed by it): give your functions distinct names or set `.name`"
-        )
-    return objectives, [objective_params(spec) for spec in specs]
+    return built, params
 
 
 def check_objective_params(state: dict[str, Any], names: list[str], params: list[dict[str, Any] | None]) -> None:

@@ -35,6 +35,7 @@ from trl import GRPOTrainer
 from . import weighting
 from .evaluation import eval_metric_name
 from .mo_config import DEFAULT_OBJECTIVES, MOGRPOConfig, check_objective_params, resolve_objectives
+from .objectives import RewardModelObjective, objective_spec_json, prepare_reward_models
 from .rl.engine import StepEngine
 from .rl.gram import GramProbe, gram_setup_problem, select_parameters
 from .rl.post_update import batch_clipped_advantage_weights
@@ -114,11 +115,16 @@ class MOGRPOTrainer(GRPOTrainer):
             raise ValueError(f"args must be a MOGRPOConfig, got {type(args).__name__}; build one with MOGRPOConfig(...)")
         # objective_params: each config entry's parameters ({name: conciseness, max_tokens: 512}), for run.json and
         # checkpoints; None for an objective passed as an object.
-        objectives, self.objective_params = resolve_objectives(args, objectives)
+        # Reward models in `objectives` (paths, ids, model objects, {model: ..., heads: [...]}) come with one
+        # tokenizer per entry, as TRL's reward_processing_classes; they are loaded and placed after TRL's __init__.
+        reward_processing_classes = kwargs.pop("reward_processing_classes", None)
+        entries = objectives
+        objectives, self.objective_params = resolve_objectives(args, objectives, reward_processing_classes)
         self.objectives, self.objective_names = objectives, [o.name for o in objectives]
         self._guards = [GuardedObjective(o) for o in objectives]
-        if args.objectives is None:
-            args.objectives = list(self.objective_names)  # run.json and `moalign eval` read them
+        if args.objectives is None:  # run.json and `moalign eval` rebuild the objectives from these entries
+            args.objectives = ([objective_spec_json(e) for e in entries] if entries is not None
+                               else list(self.objective_names))
         if engine is None:  # the one place the strategy is built (unless it was handed in)
             engine = StepEngine.from_config(args, self.objective_names, strategy=strategy)
         elif strategy is not None:
@@ -136,6 +142,7 @@ class MOGRPOTrainer(GRPOTrainer):
         super().__init__(model=model, reward_funcs=self._guards, args=args, train_dataset=train_dataset,
                          eval_dataset=eval_dataset, processing_class=processing_class, callbacks=callbacks,
                          peft_config=peft_config, **kwargs)
+        self._prepare_reward_models(model)
         # TRL validates reward_weights against reward_funcs; we drive them ourselves each step.
         self.reward_weights = torch.tensor(self.strategy.weights(), dtype=torch.float32)
         # The engine does the aggregation; TRL still computes advantages of its own, which moalign replaces, and knows
@@ -178,6 +185,31 @@ class MOGRPOTrainer(GRPOTrainer):
         default_tensorboard_dir(self)
         # First in line, so the front table reaches the loggers before their own on_train_end closes them.
         self.callback_handler.callbacks.insert(0, FrontTableCallback(self))
+
+    def _prepare_reward_models(self, model) -> None:
+        """Reward-model objectives: loaded, checked (one row scored) and placed as TRL places ``reward_funcs``
+        models: on this rank's device, in the policy's dtype, through ``prepare_deepspeed`` under DeepSpeed and
+        ``accelerator.prepare_model(evaluation_mode=True)`` otherwise. Each rank scores its own completions."""
+        if not any(isinstance(o, RewardModelObjective) for o in self.objectives):
+            return
+        offloaded = [o.name for o in self.objectives if isinstance(o, RewardModelObjective) and o.reward_model.offload]
+        if offloaded and (self.is_deepspeed_enabled or self.is_fsdp_enabled):
+            raise ValueError(f"objective(s) {offloaded} set offload: true, which moves the reward model between CPU "
+                             "and device itself; under DeepSpeed or FSDP the model is sharded by them: drop offload "
+                             "(use DeepSpeed's own parameter offload instead)")
+        if self.is_deepspeed_enabled:
+            from trl.models import prepare_deepspeed
+
+            def place(rm):
+                return prepare_deepspeed(rm, self.accelerator)
+        else:
+            def place(rm):
+                return self.accelerator.prepare_model(rm, evaluation_mode=True, device_placement=True)
+        policy = self.accelerator.unwrap_model(self.model)
+        dtype = next(policy.parameters()).dtype
+        prepare_reward_models(self.objectives, self.accelerator.device, dtype, place,
+                              trust_remote_code=bool(self.args.trust_remote_code),
+                              chat_template_kwargs=self.chat_template_kwargs)
 
     @property
     def strategy(self) -> weighting.WeightingStrategy:
@@ -476,8 +508,14 @@ class MOGRPOTrainer(GRPOTrainer):
 
     def objectives_meta(self) -> list[dict[str, Any]]:
         """The objectives as ``run.json`` records them (what ``moalign report`` computes fronts from)."""
-        return [{"name": o.name, "maximize": bool(getattr(o, "maximize", True)), "eval_metric": eval_metric_name(o),
-                 "params": params} for o, params in zip(self.objectives, self.objective_params)]
+        meta = []
+        for o, params in zip(self.objectives, self.objective_params):
+            entry = {"name": o.name, "maximize": bool(getattr(o, "maximize", True)), "eval_metric": eval_metric_name(o),
+                     "params": params}
+            if isinstance(o, RewardModelObjective):  # its affine map into the normalised space (docs/objectives.md)
+                entry["range"], entry["range_source"] = o.score_range, o.range_source
+            meta.append(entry)
+        return meta
 
     def write_run_json(self) -> None:
         if self.accelerator.is_main_process:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from transformers import Trainer, TrainerCallback
 
-from .evaluation import eval_seed, evaluate_policy, normalised_point
+from .evaluation import calibrate_ranges, eval_seed, evaluate_policy, normalised_point
 from .live_front import FrontTracker, log_front_table
 from .rundir import append_jsonl
 
@@ -44,6 +44,15 @@ class TrainingEvaluator:
             from accelerate.utils import broadcast_object_list
 
             metrics = broadcast_object_list([metrics], from_process=0)[0]
+        calibrated = metrics.pop("_calibrated_ranges", None)
+        if calibrated:  # the main process's calibration, applied on every rank (validation points use it)
+            for o in t.objectives:
+                if o.name in calibrated:
+                    o.score_range, o.range_source = list(calibrated[o.name]), "calibrated"
+            t.write_run_json()  # frozen in run.json now; moalign_state.json holds it from the next checkpoint
+            for evaluator in {id(e): e for e in (t._evaluator, t._validator) if e is not None}.values():
+                if evaluator.front is not None:
+                    evaluator.front.objectives_meta = t.objectives_meta()
         self._last = (step, metrics)
         if t.accelerator.is_main_process:
             append_jsonl(t.run_dir / "evals.jsonl", {"step": step, "split": self.split, "metrics": metrics},
@@ -66,6 +75,8 @@ class TrainingEvaluator:
                 batch_size=max(t.args.per_device_eval_batch_size, 1), chat_template_kwargs=t.chat_template_kwargs,
                 temperature=t.args.mo_eval_temperature, seed=eval_seed(t.args.seed, step),
             )
+        if step == 0:  # reward models without a range: calibrated once, on the initial policy (docs/objectives.md)
+            metrics["_calibrated_ranges"] = calibrate_ranges(t.objectives, metrics["per_row"])
         for key in ("completions", "per_row"):
             metrics.pop(key)
         return metrics

@@ -1,7 +1,9 @@
 """Objectives: TRL-compatible reward functions with a name, a direction and checkpointable state.
 
 Built in (registry names): ``accuracy`` (:class:`Accuracy`), ``conciseness`` (:class:`Conciseness`) and ``clarity``
-(:class:`Clarity`). See ``docs/objectives.md``. This package imports only the standard library and math-verify.
+(:class:`Clarity`); reward models (:class:`RewardModelObjective`, one per head of a :class:`RewardModel`). See
+``docs/objectives.md``. This package imports only the standard library, math-verify and
+torch (transformers only when a reward model is loaded from a path).
 """
 
 from .accuracy import Accuracy, answers_match, ground_truth, last_boxed
@@ -14,6 +16,8 @@ from .base import (
     available_objectives,
     build_objective,
     build_objectives,
+    build_objectives_with_params,
+    check_distinct_names,
     completion_text,
     get_objective,
     objective_label,
@@ -24,6 +28,7 @@ from .base import (
 )
 from .clarity import ORDINAL_WORDS, Clarity, count_step_markers, step_markers
 from .conciseness import Conciseness, count_tokens
+from .reward_model import RewardModel, RewardModelObjective, prepare_reward_models, reward_model_objectives
 
 __all__ = [
     "OBJECTIVES",
@@ -33,12 +38,16 @@ __all__ = [
     "Conciseness",
     "FunctionObjective",
     "Objective",
+    "RewardModel",
+    "RewardModelObjective",
     "ScoreCountError",
     "answers_match",
     "as_objective",
     "available_objectives",
     "build_objective",
     "build_objectives",
+    "build_objectives_with_params",
+    "check_distinct_names",
     "completion_text",
     "count_step_markers",
     "count_tokens",
@@ -48,6 +57,8 @@ __all__ = [
     "objective_label",
     "objective_params",
     "objective_spec_json",
+    "prepare_reward_models",
+    "reward_model_objectives",
     "register_objective",
     "sanitize_scores",
     "step_markers",

@@ -25,7 +25,7 @@ import importlib
 import inspect
 import math
 import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 __all__ = [
@@ -37,6 +37,8 @@ __all__ = [
     "available_objectives",
     "build_objective",
     "build_objectives",
+    "build_objectives_with_params",
+    "check_distinct_names",
     "completion_text",
     "get_objective",
     "objective_label",
@@ -191,6 +193,15 @@ class FunctionObjective(Objective):
     """
 
     def __init__(self, fn: Callable[..., Any], name: str | None = None, maximize: bool | None = None):
+        from .reward_model import is_model_object
+
+        if is_model_object(fn):
+            raise ValueError(
+                f"{type(fn).__name__} is a model, not a reward function: a model called on completions is never "
+                "scored. Pass it as an objectives entry (MOGRPOTrainer(objectives=[model], reward_processing_classes="
+                "[its tokenizer]) or {name: ..., model: PATH} in a config), which scores it as TRL scores a reward "
+                "model, or wrap it: RewardModelObjective(model, tokenizer=...)"
+            )
         if not callable(fn):
             raise ValueError(f"an objective must be callable, but got {fn!r} of type {type(fn).__name__}")
         self.fn = fn
@@ -390,7 +401,8 @@ def _json_value(value: Any) -> Any:
         return {str(k): _json_value(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_json_value(v) for v in value]
-    return repr(value)
+    name_or_path = getattr(getattr(value, "config", None), "_name_or_path", None)  # a model object: its path
+    return str(name_or_path) if name_or_path else repr(value)
 
 
 def objective_spec_json(spec: Any) -> str | dict[str, Any]:
@@ -402,12 +414,21 @@ def objective_spec_json(spec: Any) -> str | dict[str, Any]:
     """
     if isinstance(spec, Mapping):
         return {str(k): _json_value(v) for k, v in spec.items()}
+    from .reward_model import is_model_object
+
+    if is_model_object(spec) and getattr(getattr(spec, "config", None), "_name_or_path", None):
+        return {"model": _json_value(spec)}  # what `moalign eval` reloads it from
     return objective_label(spec)
 
 
 def build_objective(spec: Any, **kwargs: Any) -> Objective:
     """An objective from a registry name, an import path (``"pkg.mod:attr"`` or ``"pkg.mod.attr"``), a mapping
-    ``{"name": <name or path>, <parameter>: <value>, ...}`` (a config entry with parameters) or a callable.
+    ``{"name": <name or path>, <parameter>: <value>, ...}`` (a config entry with parameters), a reward model (a
+    model object, a path or Hub id, or ``{name: ..., model: PATH_OR_ID, ...}``; see
+    :mod:`moalign.objectives.reward_model`) or a callable.
+
+    A plain string is read in this order: a registry name; a reward model when it has a ``/`` or names an existing
+    directory (:func:`~moalign.objectives.reward_model.looks_like_model_path`); else an import path.
 
     A class (registered or imported) is instantiated with the mapping's parameters and ``kwargs``; a function or any
     other callable is wrapped with :func:`as_objective`. Unknown names raise ValueError listing the valid ones;
@@ -420,6 +441,14 @@ def build_objective(spec: Any, **kwargs: Any) -> Objective:
     >>> build_objective({"name": "clarity", "min_steps": 3})
     Clarity(min_steps=3)
     """
+    from .reward_model import is_reward_model_spec, looks_like_model_path, reward_model_objectives
+
+    if is_reward_model_spec(spec) or (isinstance(spec, str) and spec not in OBJECTIVES and looks_like_model_path(spec)):
+        built = reward_model_objectives(spec if not isinstance(spec, str) else {"model": spec}, **kwargs)
+        if len(built) != 1:
+            raise ValueError(f"reward model entry {objective_spec_json(spec)!r} gives {len(built)} objectives (one per "
+                             "head); build it with build_objectives([...]), which expands heads")
+        return built[0]
     if isinstance(spec, Mapping):
         target, params = _split_spec(spec)
         both = sorted(set(params) & set(kwargs))
@@ -456,13 +485,26 @@ def _is_path(name: str) -> bool:
 def build_objectives(specs: Any, field: str = "objectives") -> list[Objective]:
     """Check a config's list of objective specs and build them, with errors that name the entry (``field[i]``).
 
-    Each entry is a registry name, a ``module:callable`` path, a mapping ``{name: ..., <parameter>: ...}`` or a
-    callable. Errors: not a list, an empty list, unknown names (all of them at once, with the valid names), unknown
-    or invalid parameters, and two entries that build objectives of the same name.
+    Each entry is a registry name, a ``module:callable`` path, a mapping ``{name: ..., <parameter>: ...}``, a reward
+    model (a path or id, a model object, ``{name: ..., model: ...}``; a ``heads:`` entry gives one objective per
+    head) or a callable. Errors: not a list, an empty list, unknown names (all of them at once, with the valid
+    names), unknown or invalid parameters, and two objectives of the same name (:func:`check_distinct_names`).
 
     >>> [o.name for o in build_objectives(["accuracy", {"name": "conciseness", "max_tokens": 512}])]
     ['accuracy', 'conciseness']
     """
+    return build_objectives_with_params(specs, field)[0]
+
+
+def build_objectives_with_params(specs: Any, field: str = "objectives", tokenizers: Any = None
+                                 ) -> tuple[list[Objective], list[dict[str, Any] | None]]:
+    """:func:`build_objectives` plus each objective's parameters as ``run.json`` records them
+    (:func:`objective_params` of its entry; every head of a reward-model entry records the whole entry).
+
+    ``tokenizers``: one per entry (TRL's ``reward_processing_classes``): the tokenizer of a reward-model entry,
+    None elsewhere."""
+    from .reward_model import is_reward_model_spec
+
     if isinstance(specs, (str, Mapping)) or not isinstance(specs, (list, tuple)):
         raise ValueError(
             f"{field} must be a list of names, e.g. [accuracy, conciseness, clarity] or [accuracy, {{name: "
@@ -470,29 +512,69 @@ def build_objectives(specs: Any, field: str = "objectives") -> list[Objective]:
         )
     if not specs:
         raise ValueError(f"{field} is empty; name at least one objective, e.g. [accuracy, conciseness, clarity]")
+    tokenizers = _per_entry(tokenizers, len(specs))
     targets = []
     for i, spec in enumerate(specs):
         try:
-            targets.append(_split_spec(spec)[0] if isinstance(spec, Mapping) else spec)
+            plain = isinstance(spec, Mapping) and not is_reward_model_spec(spec)
+            targets.append(_split_spec(spec)[0] if plain else spec)
         except ValueError as exc:
             raise ValueError(f"{field}[{i}]: {exc}") from exc
-    unknown = [t for t in targets if isinstance(t, str) and not _is_path(t) and t not in OBJECTIVES]
+    unknown = [t for t in targets if isinstance(t, str) and not _is_path(t) and t not in OBJECTIVES
+               and not _is_model_string(t)]
     if unknown:
         raise ValueError(
             f"{field}: unknown name(s) {unknown}; valid names: {', '.join(available_objectives())} "
-            "(or a 'module:callable' path to your own reward function)"
+            "(or a 'module:callable' path to your own reward function, or a reward model's path or Hub id)"
         )
-    built = []
-    for i, spec in enumerate(specs):
+    built, params = [], []
+    for i, (spec, tokenizer) in enumerate(zip(specs, tokenizers)):
         try:
-            built.append(build_objective(spec))
+            objectives = _build_entry(spec, tokenizer)
         except ValueError as exc:
             raise ValueError(f"{field}[{i}]: {exc}") from exc
-    names = [o.name for o in built]
+        built += objectives
+        params += [objective_params(spec)] * len(objectives)
+    check_distinct_names(built, specs, field)
+    return built, params
+
+
+def _per_entry(tokenizers: Any, n: int) -> list[Any]:
+    if tokenizers is None:
+        return [None] * n
+    tokenizers = list(tokenizers) if isinstance(tokenizers, (list, tuple)) else [tokenizers]
+    if len(tokenizers) != n:
+        raise ValueError(f"reward_processing_classes has {len(tokenizers)} entries but objectives has {n}; give one "
+                         "per objectives entry (None for reward functions), as TRL's GRPOTrainer")
+    return tokenizers
+
+
+def _is_model_string(text: str) -> bool:
+    from .reward_model import looks_like_model_path
+
+    return looks_like_model_path(text)
+
+
+def _build_entry(spec: Any, tokenizer: Any) -> list[Objective]:
+    from .reward_model import is_reward_model_spec, reward_model_objectives
+
+    if isinstance(spec, str) and spec not in OBJECTIVES and _is_model_string(spec):
+        spec = {"model": spec}
+    if is_reward_model_spec(spec):
+        return list(reward_model_objectives(spec, tokenizer))
+    if tokenizer is not None:
+        raise ValueError(f"a reward_processing_class was given for {objective_label(spec)!r}, which is not a reward "
+                         "model; give None for reward functions")
+    return [build_objective(spec)]
+
+
+def check_distinct_names(objectives: Sequence[Any], specs: Any = None, field: str = "objectives") -> None:
+    """The one check that objective names are distinct: weights, logs and checkpoints are keyed by them."""
+    names = [o.name for o in objectives]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
+        entries = f" (entries {[objective_spec_json(s) for s in specs]})" if specs is not None else ""
         raise ValueError(
-            f"{field} has duplicates: {duplicates} (entries {[objective_spec_json(s) for s in specs]}); name each "
-            "objective once: weights, logs and checkpoints are keyed by the objective's name"
+            f"{field} has duplicate names: {duplicates}{entries}; name each objective once (weights, logs and "
+            "checkpoints are keyed by the objective's name): set name: in a config entry, or .name on your function"
         )
-    return built

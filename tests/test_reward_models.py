@@ -1,0 +1,181 @@
+"""Reward models as objectives: TRL parity, K heads in one forward, errors at build, normalisation, resume, eval."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from datasets import Dataset
+
+from moalign.objectives import (
+    RewardModel,
+    RewardModelObjective,
+    as_objective,
+    build_objective,
+    build_objectives,
+    prepare_reward_models,
+)
+from moalign.tiny import char_tokenizer, tiny_config, tiny_model_and_tokenizer
+from moalign.trainer import MOGRPOConfig, MOGRPOTrainer
+
+
+def tiny_reward_model(num_labels=1, seed=0):
+    from transformers import Qwen3ForSequenceClassification
+
+    tok = char_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Qwen3ForSequenceClassification(tiny_config(len(tok), num_labels=num_labels, num_hidden_layers=2,
+                                                           pad_token_id=tok.pad_token_id))
+    return model.eval(), tok
+
+
+@pytest.fixture(scope="module")
+def rm_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rms")
+    out = {}
+    for labels in (1, 3):
+        model, tok = tiny_reward_model(labels, seed=labels)
+        model.save_pretrained(root / f"rm{labels}")
+        tok.save_pretrained(root / f"rm{labels}")
+        out[labels] = str(root / f"rm{labels}")
+    return out
+
+
+def _dataset(chat: bool, n=8):
+    rows = []
+    for i in range(n):
+        q = f"{i % 7 + 1}+{i % 5 + 2}=?"
+        rows.append({"prompt": [{"role": "user", "content": q}] if chat else q, "answer": str(i % 7 + i % 5 + 3)})
+    return Dataset.from_list(rows)
+
+
+def _args(tmp_path, **kw):
+    base = dict(output_dir=str(tmp_path / "run"), per_device_train_batch_size=8, num_generations=4,
+                max_completion_length=8, max_steps=1, report_to="none", logging_steps=1, use_cpu=True, seed=0,
+                save_strategy="no", disable_tqdm=True, bf16=False)
+    base.update(kw)
+    return base
+
+
+def _batch(chat: bool):
+    """Prompts and completions of different lengths (padding matters), as TRL hands them to reward functions."""
+    texts = ["\\boxed{3}", "1. 1+2=3\n\\boxed{3}", "", "12+7=19, so \\boxed{19} Hope this helps!"]
+    prompts = [[{"role": "user", "content": "1+2=?"}] if chat else "1+2=?", ] * 2 + (
+        [[{"role": "user", "content": "12+7=?"}] if chat else "12+7=?"] * 2)
+    completions = [[{"role": "assistant", "content": t}] for t in texts] if chat else texts
+    inputs = [{"prompt": p, "answer": "3"} for p in prompts]
+    return inputs, prompts, completions, [[5] * (i + 1) for i in range(4)]
+
+
+@pytest.mark.parametrize("chat", [False, True], ids=["plain", "conversational"])
+def test_scores_equal_trl_grpo_trainer(tmp_path, rm_dirs, chat):
+    """The same reward model and batch: TRL's GRPOTrainer(reward_funcs=[path]) and MOGRPOTrainer(objectives=[path])
+    give the same rewards (and the model-object form with reward_processing_classes, as in TRL)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    policy, tok = tiny_model_and_tokenizer(seed=0, num_hidden_layers=1)
+    data = _dataset(chat)
+    trl = GRPOTrainer(model=policy, reward_funcs=[rm_dirs[1]], args=GRPOConfig(**_args(tmp_path / "trl")),
+                      train_dataset=data, processing_class=tok)
+    batch = _batch(chat)
+    expected = trl._calculate_rewards(*batch)[:, 0]
+
+    ours = MOGRPOTrainer(model=policy, objectives=[rm_dirs[1]], args=MOGRPOConfig(**_args(tmp_path / "mo")),
+                         train_dataset=data, processing_class=tok)
+    got = ours._calculate_rewards(*batch)[:, 0]
+    assert ours.objective_names == ["rm1"]  # named as TRL names it: the model id's last component
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+    assert expected.std() > 1e-4  # the completions really score differently
+
+    rm = AutoModelForSequenceClassification.from_pretrained(rm_dirs[1])
+    obj_form = MOGRPOTrainer(model=policy, objectives=[rm], reward_processing_classes=[AutoTokenizer.from_pretrained(
+        rm_dirs[1])], args=MOGRPOConfig(**_args(tmp_path / "obj")), train_dataset=data, processing_class=tok)
+    torch.testing.assert_close(obj_form._calculate_rewards(*batch)[:, 0], expected, rtol=0, atol=1e-6)
+
+
+def test_heads_are_k_objectives_scored_in_one_forward(tmp_path, rm_dirs):
+    """Three heads of one model: three objectives, each logits[:, i] of an independent forward, one forward a batch."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    spec = {"model": rm_dirs[3], "heads": ["helpfulness", "correctness", {"name": "verbosity", "index": 2,
+                                                                           "maximize": False}]}
+    policy, tok = tiny_model_and_tokenizer(seed=0, num_hidden_layers=1)
+    trainer = MOGRPOTrainer(model=policy, objectives=["clarity", spec], train_dataset=_dataset(False),
+                            args=MOGRPOConfig(**_args(tmp_path), strategy="gradient"), processing_class=tok)
+    assert trainer.objective_names == ["clarity", "helpfulness", "correctness", "verbosity"]
+    rm = trainer.objectives[1].reward_model
+    assert all(o.reward_model is rm for o in trainer.objectives[1:])
+    before = rm.forward_count
+    inputs, prompts, completions, ids = _batch(False)
+    rewards = trainer._calculate_rewards(inputs, prompts, completions, ids)
+    assert rm.forward_count - before == 1
+
+    reference = AutoModelForSequenceClassification.from_pretrained(rm_dirs[3]).eval()
+    rtok = AutoTokenizer.from_pretrained(rm_dirs[3])
+    enc = rtok(text=[p + c for p, c in zip(prompts, completions)], return_tensors="pt", padding=True,
+               padding_side="right", add_special_tokens=False)
+    with torch.no_grad():
+        logits = reference(**enc).logits
+    torch.testing.assert_close(rewards[:, 1:], logits, rtol=0, atol=1e-6)
+    assert trainer.objectives[3].maximize is False
+    # with a scoring batch size, still one pass over the batch: ceil(4 / 3) = 2 forwards, same scores
+    chunked = build_objectives([{**spec, "batch_size": 3}])
+    prepare_reward_models(chunked)
+    start = chunked[0].reward_model.forward_count
+    got = [o(completions, prompts=prompts) for o in chunked]
+    assert chunked[0].reward_model.forward_count - start == 2
+    torch.testing.assert_close(torch.tensor(got).T, logits, rtol=0, atol=1e-5)
+
+
+def test_unscorable_reward_models_fail_when_the_trainer_is_built(tmp_path, rm_dirs):
+    policy, tok = tiny_model_and_tokenizer(seed=0, num_hidden_layers=1)
+
+    def build(objectives, **kw):
+        return MOGRPOTrainer(model=policy, objectives=objectives, train_dataset=_dataset(False),
+                             args=MOGRPOConfig(**_args(tmp_path)), processing_class=tok, **kw)
+
+    lm, _ = tiny_model_and_tokenizer(seed=1, num_hidden_layers=1)
+    with pytest.raises(ValueError, match="language model, not a reward model.*AutoModelForSequenceClassification"):
+        build([lm], reward_processing_classes=[tok])
+    with pytest.raises(ValueError, match=r"index 5 is read.*below 3"):
+        build([{"model": rm_dirs[3], "heads": ["a", {"name": "b", "index": 5}]}])
+    small, _ = tiny_reward_model(1)
+    small.resize_token_embeddings(20)
+    with pytest.raises(ValueError, match="not the model's tokenizer.*reward_processing_classes"):
+        build([small], reward_processing_classes=[tok])
+    with pytest.raises(ValueError, match="is a model, not a reward function"):
+        as_objective(small)
+    with pytest.raises(ValueError, match="unknown key"):
+        build_objective({"model": rm_dirs[1], "head": "x"})
+    with pytest.raises(ValueError, match=r"duplicate names: \['a'\]"):
+        build_objectives([{"model": rm_dirs[3], "heads": ["a", "a"]}])
+    with pytest.raises(ValueError, match="reward_processing_classes has 1 entries but objectives has 2"):
+        build(["clarity", rm_dirs[1]], reward_processing_classes=[tok])
+
+
+def test_how_a_string_is_read(rm_dirs, tmp_path, monkeypatch):
+    assert build_objective("clarity").name == "clarity"  # a registry name
+    assert build_objective("moalign.objectives.clarity:Clarity").name == "clarity"  # an import path
+    assert isinstance(build_objective(rm_dirs[1]), RewardModelObjective)  # a path
+    assert isinstance(build_objective("org/some-rm"), RewardModelObjective)  # a Hub id (not loaded here)
+    monkeypatch.chdir(tmp_path.parent)
+    assert isinstance(build_objective(str(tmp_path.name)), RewardModelObjective)  # an existing directory
+
+
+def test_calibrated_map_is_the_documented_affine_map():
+    obj = RewardModelObjective(RewardModel("org/rm"), "h")
+    scores = [1.0, 2.0, 3.0, 6.0]
+    mean, std = 3.0, (sum((s - 3.0) ** 2 for s in scores) / 4) ** 0.5
+    lo, hi = obj.calibrate(scores)
+    assert (lo, hi) == pytest.approx((mean - 2 * std, mean + 2 * std))
+    assert obj.normalise(mean) == pytest.approx(0.5)
+    assert obj.normalise(mean + std) == pytest.approx(0.75)
+    assert obj.normalise(hi + 5) == 1.0 and obj.normalise(lo - 5) == 0.0
+    assert obj.calibrate([100.0, 200.0]) == [lo, hi]  # frozen: a second calibration changes nothing
+    down = RewardModelObjective(RewardModel("org/rm"), "v", maximize=False, score_range=[0.0, 4.0])
+    assert down.normalise(1.0) == pytest.approx(0.75)
+    assert down.state_dict() == {}  # a configured range lives in the config, not in the state
+    assert obj.state_dict() == {"range": [lo, hi]}
