@@ -102,7 +102,7 @@ class CTWA(WeightingStrategy):
             raise ValueError(f"strategy_params.initial_weights must be positive (log-weights), but got {w0.tolist()}")
         self._w0 = [float(x) for x in initial_weights]
         self._log_w = np.log(w0 / w0.sum())
-        self._w = softmax(self._log_w)
+        self._w = w0 / w0.sum()  # not softmax(log w0): exp∘log can come back an ulp off, differently on another CPU
         self._ema = np.zeros(k)
         self._ema_started = np.zeros(k, dtype=bool)  # an objective's EMA starts at its first observed covariance
         self._last: dict[str, float] = {"skipped": 0.0}
