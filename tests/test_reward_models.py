@@ -150,7 +150,7 @@ def test_unscorable_reward_models_fail_when_the_trainer_is_built(tmp_path, rm_di
         as_objective(small)
     with pytest.raises(ValueError, match="unknown key"):
         build_objective({"model": rm_dirs[1], "head": "x"})
-    with pytest.raises(ValueError, match=r"duplicate names: \['a'\]"):
+    with pytest.raises(ValueError, match=r"has duplicates: \['a'\]"):
         build_objectives([{"model": rm_dirs[3], "heads": ["a", "a"]}])
     with pytest.raises(ValueError, match="reward_processing_classes has 1 entries but objectives has 2"):
         build(["clarity", rm_dirs[1]], reward_processing_classes=[tok])

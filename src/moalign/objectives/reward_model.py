@@ -38,7 +38,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .base import Objective
+from .protocol import Objective
 
 __all__ = [
     "CALIBRATION_WIDTH",
