@@ -4,8 +4,8 @@
   TRL would also reject the device settings;
 * a missing dataset path, missing columns, an unknown split or a missing checkpoint fail before any model is built or
   anything is written;
-* without a bf16 accelerator, ``load_config`` sets ``use_cpu: true`` and ``bf16: false`` (and logs it) unless the
-  config chose.
+* without an accelerator, ``load_config`` sets ``use_cpu: true`` (and logs it) unless the config chose, and the
+  precision rule (tests/test_precision.py) trains in float32.
 """
 
 from __future__ import annotations
@@ -61,12 +61,12 @@ def test_scale_rewards_bool_alias_still_resolved(tmp_path):
     assert args.scale_rewards == "group"
 
 
-def test_without_gpu_trains_on_cpu_and_says_so(tmp_path, no_gpu, caplog):
+def test_without_gpu_trains_on_cpu_in_float32_and_says_so(tmp_path, no_gpu, caplog):
     cfg = _write(tmp_path / "c.yaml", f"model: tiny\ndataset: synthetic\noutput_dir: {tmp_path}\n")
     with caplog.at_level(logging.INFO, logger="moalign.config"):
         _, _, args = load_config(cfg)
-    assert args.use_cpu is True and args.bf16 is False
-    assert "training on CPU in float32 (use_cpu: true, bf16: false)" in caplog.text
+    assert args.use_cpu is True and args.bf16 is False and args.precision.dtype == "float32"
+    assert "training on CPU (use_cpu: true)" in caplog.text
 
     # The user's own choices are kept, and nothing is logged when there is nothing to choose.
     caplog.clear()
@@ -77,10 +77,12 @@ def test_without_gpu_trains_on_cpu_and_says_so(tmp_path, no_gpu, caplog):
     assert args.use_cpu is True and args.bf16 is False
     _, _, args = load_config(cfg, ["--use_cpu", "true"])
     assert args.use_cpu is True and args.bf16 is False
+    _, _, args = load_config(cfg, ["--use_cpu", "true", "--bf16", "true"])
+    assert args.bf16 is True and args.precision.set_by_user
 
 
-def test_with_bf16_gpu_nothing_is_changed(tmp_path, monkeypatch):
-    monkeypatch.setattr(transformers.utils, "is_torch_bf16_gpu_available", lambda: True)
+def test_with_an_accelerator_use_cpu_is_left_alone(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     from moalign.config import _device_defaults
 
     kwargs = {"output_dir": str(tmp_path)}

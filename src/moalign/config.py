@@ -124,37 +124,13 @@ def _field_names(cls) -> set[str]:
 
 
 def _device_defaults(train_kwargs: dict[str, Any]) -> None:
-    """Without an accelerator, train on CPU in float32 unless the config chose otherwise.
+    """Without an accelerator, train on CPU (``use_cpu: true``) unless the config chose. The precision (bf16 or not)
+    is decided when ``MOGRPOConfig`` is built, by :mod:`moalign.precision`, for every path alike."""
+    from .precision import has_accelerator
 
-    TRL's ``GRPOConfig`` defaults to ``bf16=True``, which ``TrainingArguments`` rejects on a machine without a bf16
-    GPU ("You need to assign use_cpu ..."). A user who sets ``use_cpu``, ``bf16`` or ``fp16`` keeps their choice.
-    """
-    from transformers.utils import (
-        is_torch_bf16_gpu_available,
-        is_torch_hpu_available,
-        is_torch_mps_available,
-        is_torch_npu_available,
-        is_torch_xla_available,
-        is_torch_xpu_available,
-    )
-
-    if is_torch_bf16_gpu_available() or is_torch_xla_available():
-        return
-    import torch
-
-    accelerator = (torch.cuda.is_available() or is_torch_mps_available() or is_torch_xpu_available()
-                   or is_torch_npu_available() or is_torch_hpu_available())
-    chosen = []
-    if "bf16" not in train_kwargs and not train_kwargs.get("fp16"):
-        train_kwargs["bf16"] = False
-        chosen.append("bf16: false")
-    if not accelerator and "use_cpu" not in train_kwargs:
+    if "use_cpu" not in train_kwargs and not has_accelerator():
         train_kwargs["use_cpu"] = True
-        chosen.insert(0, "use_cpu: true")
-    if chosen:
-        where = "on CPU in float32" if not accelerator else "without bf16 (this accelerator does not support it)"
-        logger.info("no GPU with bf16 support found: training %s (%s); set use_cpu/bf16 in the config to choose",
-                    where, ", ".join(chosen))
+        logger.info("no accelerator found: training on CPU (use_cpu: true); set use_cpu in the config to choose")
 
 
 def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None):

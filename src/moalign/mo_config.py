@@ -114,8 +114,17 @@ class MOGRPOConfig(GRPOConfig):
         # scale_rewards may be TRL's bool alias; resolve it the way GRPOConfig does, for the linearity check.
         self.scale_rewards = {True: "group", False: "none"}.get(self.scale_rewards, self.scale_rewards)
         self._check_moalign_fields()
+        self._choose_precision()
         super().__post_init__()
         self._check_step_alignment()
+
+    def _choose_precision(self) -> None:
+        # TRL would turn an unset bf16 on (GRPOConfig: bf16 = not fp16), which is emulated and slow on CPU:
+        # moalign.precision decides instead, for every path that builds a MOGRPOConfig.
+        from .precision import choose_precision
+
+        self.precision = choose_precision(bf16=self.bf16, fp16=self.fp16, use_cpu=self.use_cpu)
+        self.bf16, self.fp16 = self.precision.bf16, self.precision.fp16
 
     def _check_step_alignment(self) -> None:
         # The strategy sets a generation batch's weights before its update and adapts them after it (finish_step at

@@ -524,6 +524,9 @@ class MOGRPOTrainer(GRPOTrainer):
             record = {"config": config, "objectives": self.objectives_meta(), **self.engine.run_info(),
                       "seed": self.args.seed, "pareto": {"space": "normalised", "split": split,
                                                          "reference_point": [0.0] * len(self.objectives)}}
+            precision = getattr(self.args, "precision", None)  # None: args unpickled from before moalign.precision
+            if precision is not None:
+                record["precision"] = precision.record()
             atomic_write_json(self.run_dir / "run.json", run_json(record, self.extra_run_info))
 
 

@@ -1,0 +1,134 @@
+"""The training precision: one rule for every path that trains or evaluates (docs/trainer.md, "Precision").
+
+TRL's ``GRPOConfig`` turns ``bf16`` on whenever ``fp16`` is off, and Accelerate then runs every forward (update,
+generation, evaluation) under bf16 autocast, on CPU too. On a CPU without bf16 hardware that autocast is emulated:
+one forward+backward of the demo model took 11x longer than in float32 on an AMD EPYC (AVX2). With bf16 hardware
+(AVX512-BF16/AMX) it was still slower than float32, 1.9x for the demo model (docs/BENCHMARKS.md, "Precision on
+CPU"), so float32 is the CPU default on every CPU, which also keeps a run's numerics the same across CPUs.
+
+The rule, applied when ``MOGRPOConfig`` is built with ``bf16`` unset:
+
+* a ``bf16`` or ``fp16`` the user set always wins (bf16 on a CPU without bf16 hardware is warned about);
+* training on CPU (``use_cpu``, or no accelerator): float32;
+* an accelerator with bf16 support: bf16 mixed precision (TRL's default);
+* an accelerator without it: float32.
+
+The choice is logged once per process and recorded in ``run.json`` (``precision``).
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from dataclasses import asdict, dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+__all__ = ["PrecisionChoice", "choose_precision", "cpu_info", "cpu_has_native_bf16", "has_accelerator"]
+
+logger = logging.getLogger(__name__)
+
+_logged: set[tuple[str, str]] = set()
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """What a run trains in and why; ``record()`` is what ``run.json`` stores under ``precision``."""
+
+    device: str  # "cpu" or "accelerator"
+    dtype: str  # "float32", "bf16 mixed" or "fp16 mixed"
+    bf16: bool
+    fp16: bool
+    set_by_user: bool
+    reason: str
+
+    def record(self) -> dict[str, Any]:
+        out = asdict(self)
+        if self.device == "cpu":
+            out["cpu"] = cpu_info()
+        return out
+
+
+@cache
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bf16 in hardware here (AVX512-BF16 or AMX); False where it would be emulated, and
+    under ``ONEDNN_MAX_CPU_ISA=AVX2``, which emulates a CPU without it."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without oneDNN
+        return False
+
+
+@cache
+def cpu_info() -> dict[str, Any]:
+    """The CPU a timing or a run is recorded with: model name, the SIMD level torch dispatches to, native bf16."""
+    import torch
+
+    name = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    return {"model": name, "torch_capability": torch.backends.cpu.get_cpu_capability(),
+            "native_bf16": cpu_has_native_bf16(), "threads": torch.get_num_threads()}
+
+
+def has_accelerator() -> bool:
+    """Whether transformers would train on something other than the CPU (CUDA, MPS, XPU, NPU, HPU, XLA)."""
+    import torch
+    from transformers.utils import (
+        is_torch_hpu_available,
+        is_torch_mps_available,
+        is_torch_npu_available,
+        is_torch_xla_available,
+        is_torch_xpu_available,
+    )
+
+    return bool(torch.cuda.is_available() or is_torch_mps_available() or is_torch_xpu_available()
+                or is_torch_npu_available() or is_torch_hpu_available() or is_torch_xla_available())
+
+
+def _accelerator_has_bf16() -> bool:
+    from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
+
+    return bool(is_torch_bf16_gpu_available() or is_torch_xla_available())
+
+
+def choose_precision(*, bf16: bool | None, fp16: bool | None, use_cpu: bool) -> PrecisionChoice:
+    """Apply the rule of this module's docstring. ``bf16=None`` means unset; ``fp16`` unset is ``None`` or False."""
+    on_cpu = bool(use_cpu) or not has_accelerator()
+    device = "cpu" if on_cpu else "accelerator"
+    if bf16 is not None or fp16:
+        bf16, fp16 = bool(bf16) and not fp16, bool(fp16)
+        dtype = "bf16 mixed" if bf16 else ("fp16 mixed" if fp16 else "float32")
+        reason = "set in the config"
+        if on_cpu and bf16 and not cpu_has_native_bf16():
+            reason += ("; this CPU has no bf16 hardware, so bf16 autocast is emulated (about 10x slower than "
+                       "float32: docs/BENCHMARKS.md, 'Precision on CPU'); unset bf16 to train in float32")
+        choice = PrecisionChoice(device, dtype, bf16, fp16, True, reason)
+    elif on_cpu:
+        hardware = "has" if cpu_has_native_bf16() else "has no"
+        choice = PrecisionChoice(device, "float32", False, False, False,
+                                 f"training on CPU (this CPU {hardware} bf16 hardware): float32 is faster than bf16 "
+                                 "autocast on CPU with or without it (docs/BENCHMARKS.md, 'Precision on CPU')")
+    elif _accelerator_has_bf16():
+        choice = PrecisionChoice(device, "bf16 mixed", True, False, False, "the accelerator supports bf16")
+    else:
+        choice = PrecisionChoice(device, "float32", False, False, False, "the accelerator does not support bf16")
+    _log_once(choice)
+    return choice
+
+
+def _log_once(choice: PrecisionChoice) -> None:
+    key = (choice.dtype, choice.reason)
+    if key in _logged:
+        return
+    _logged.add(key)
+    level = logging.WARNING if "emulated" in choice.reason else logging.INFO
+    logger.log(level, "precision: %s on %s (%s); set bf16/fp16 in the config to choose", choice.dtype,
+               choice.device, choice.reason)
