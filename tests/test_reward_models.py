@@ -179,3 +179,72 @@ def test_calibrated_map_is_the_documented_affine_map():
     assert down.normalise(1.0) == pytest.approx(0.75)
     assert down.state_dict() == {}  # a configured range lives in the config, not in the state
     assert obj.state_dict() == {"range": [lo, hi]}
+
+
+def _yaml_run(tmp_path, rm_dir, name, extra=""):
+    """A `moalign train` config: the tiny policy, the synthetic task, clarity plus two heads of a reward model."""
+    cfg = tmp_path / f"{name}.yaml"
+    cfg.write_text(f"""
+model: tiny
+model_kwargs: {{num_hidden_layers: 1}}
+dataset: synthetic
+dataset_kwargs: {{n_train: 16, n_val: 4, n_test: 4}}
+objectives:
+  - clarity
+  - {{model: {rm_dir}, heads: [helpful, {{name: verbose, index: 2, maximize: false}}]}}
+strategy: fixed
+run_dir: {tmp_path / name}
+output_dir: {tmp_path / name}/checkpoints
+per_device_train_batch_size: 8
+num_generations: 4
+max_completion_length: 8
+save_steps: 1
+logging_steps: 1
+mo_eval_size: 4
+report_to: none
+use_cpu: true
+bf16: false
+disable_tqdm: true
+{extra}""")
+    return cfg
+
+
+def test_calibrated_map_is_frozen_and_reused_by_resume_and_eval(tmp_path, rm_dirs):
+    """The YAML form trains; the map calibrated on the initial policy's evaluation is written to run.json and every
+    moalign_state.json, survives a resume (which does not recalibrate), and `moalign eval` normalises with it."""
+    from moalign.config import load_config
+    from moalign.evaluation import evaluate_run, normalised_point, run_objectives, summarize_front
+    from moalign.rundir import read_jsonl
+    from moalign.train import train
+
+    cfg = _yaml_run(tmp_path, rm_dirs[3], "run", "mo_eval_steps: 1\n")
+    train(*load_config(cfg, ["--max_steps", "1"]))
+    run = tmp_path / "run"
+    meta = json.loads((run / "run.json").read_text())
+    recorded = {o["name"]: o for o in meta["objectives"]}
+    assert recorded["helpful"]["range_source"] == "calibrated" and "range" not in recorded["clarity"]
+    ranges = {n: recorded[n]["range"] for n in ("helpful", "verbose")}
+    state = json.loads((run / "checkpoints" / "checkpoint-1" / "moalign_state.json").read_text())
+    assert {n: state["objectives"][n]["range"] for n in ranges} == ranges
+
+    trainer = train(*load_config(cfg, ["--max_steps", "2", "--resume_from_checkpoint", "true"]))
+    assert {o.name: o.score_range for o in trainer.objectives[1:]} == ranges  # loaded, not recalibrated
+    meta = json.loads((run / "run.json").read_text())
+    assert {o["name"]: o.get("range") for o in meta["objectives"][1:]} == ranges
+
+    rebuilt = run_objectives(meta)
+    assert [o.score_range for o in rebuilt[1:]] == list(ranges.values())
+    evals = [e for e in read_jsonl(run / "evals.jsonl") if e["split"] == "val"]
+    point = normalised_point(evals[-1]["metrics"], rebuilt, 8)
+    lo, hi = ranges["verbose"]
+    assert point[2] == pytest.approx(min(1, max(0, (hi - evals[-1]["metrics"]["verbose"]) / (hi - lo))))
+    assert summarize_front(evals, meta["objectives"], 8).hypervolume >= 0
+
+    # `moalign eval` on a run that never evaluated its initial policy calibrates once from its step-0 evaluation
+    cold = _yaml_run(tmp_path, rm_dirs[3], "cold")
+    train(*load_config(cold, ["--max_steps", "1"]))
+    assert json.loads((tmp_path / "cold" / "run.json").read_text())["objectives"][1]["range"] is None
+    evaluate_run(tmp_path / "cold", split="val", max_rows=4, progress=False)
+    cold_meta = json.loads((tmp_path / "cold" / "run.json").read_text())
+    assert cold_meta["objectives"][1]["range_source"] == "calibrated"
+    assert summarize_front(read_jsonl(tmp_path / "cold" / "evals.jsonl"), cold_meta["objectives"], 8).steps

@@ -542,6 +542,8 @@ class _MOCallback(TrainerCallback):
         if t.accelerator.is_main_process:
             start_logs(t.run_dir, t._resumed_step)
             if t._resumed_step is not None and t._evaluator is not None and t._evaluator.front is not None:
+                # the objectives' state (a reward model's frozen range) is loaded now, after the tracker was built
+                t._evaluator.front.objectives_meta = t.objectives_meta()
                 t._evaluator.front.restore(read_jsonl(t.run_dir / "evals.jsonl"))
         t.write_run_json()
         if state.global_step == 0:
