@@ -12,7 +12,7 @@ import warnings
 import pytest
 
 from moalign._quiet import quiet_libraries
-from moalign.demo import METHODS, DemoConfig
+from moalign.demo import GRADIENT_NOTE, METHODS, DemoConfig
 from moalign.rundir import read_jsonl
 
 # What leaks when transformers/TRL are left to print: per-run weight-loading bars, their warnings and advice.
@@ -32,6 +32,9 @@ def test_quick_demo_writes_report_and_evaluations(tmp_path):
     assert "report:" in output
     leaked = [line for line in output.replace("\r", "\n").splitlines() if any(s in line for s in LEAKS)]
     assert not leaked, "library output leaked into the demo's console:\n" + "\n".join(leaked)
+    # The gradient run's GRPO setting is explained in the demo's words, not left as the config's warning.
+    assert "assumes the update is linear" not in output
+    assert " ".join(GRADIENT_NOTE.split()[:12]) in " ".join(output.split())
     report = out / "report"
     assert {"index.html", "fronts.png", "weights.png", "summary.json"} <= {p.name for p in report.iterdir()}
     html = (report / "index.html").read_text()

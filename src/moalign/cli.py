@@ -264,7 +264,7 @@ def demo_command(
     verbose: Verbose = False,
 ) -> None:
     """Warm start -> RL with fixed presets and dynamic strategies on the synthetic task -> evaluation -> report."""
-    from .demo import DemoConfig, run_demo, seeds_note
+    from .demo import GRADIENT_NOTE, DemoConfig, run_demo, seeds_note
     from .report import MODE_NAMES
 
     kwargs = {"quick": quick, "seeds": seeds, "out": str(out), "task": task}
@@ -285,6 +285,8 @@ def demo_command(
         table.add_row(name, f"{run['hypervolume']:.3f}", MODE_NAMES.get(run.get("mode"), "–"))
     console.print(table)
     console.print(seeds_note(seeds), markup=False)
+    if any(name.startswith("gradient") for name in runs):
+        console.print(GRADIENT_NOTE, markup=False)
     console.print(f"[green]report:[/] {index}")
     console.print(f"  runs:    {out}")
     console.print(f"  summary: {index.parent / 'summary.json'}")
@@ -332,6 +334,8 @@ def bench_command(
     except ValueError as exc:
         _fail(str(exc))
         return
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: run_bench stopped its workers and said what is kept
+        raise typer.Exit(code=130) from None
     typer.echo(md.read_text())
     done = json.loads((md.parent / "bench.json").read_text())["estimators"]
     console.print(f"[green]tables:[/] {md}")
