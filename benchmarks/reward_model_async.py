@@ -131,7 +131,7 @@ def summarize(out: Path, seeds: list[int], steps: int) -> dict:
     summary = {"seeds_done": {arm: sorted(v) for arm, v in hv.items()}, "steps": steps,
                "hv": paired_comparison(hv["rm"], hv["rules"], 10000),
                "final": {key: paired_comparison(final["rm"][key], final["rules"].get(key, {}), 10000,
-                                                higher_is_better=not key.startswith("length"))
+                                                higher_is_better=not key.startswith(("length", "rm_filler")))
                          for key in final["rm"]},
                "per_seed_hv": hv}
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")

@@ -227,6 +227,13 @@ def test_calibrated_map_is_frozen_and_reused_by_resume_and_eval(tmp_path, rm_dir
     state = json.loads((run / "checkpoints" / "checkpoint-1" / "moalign_state.json").read_text())
     assert {n: state["objectives"][n]["range"] for n in ranges} == ranges
 
+    # a head with maximize: false enters the step engine negated (every strategy maximises); TRL logs raw scores
+    logged = [h["rewards/verbose/mean"] for h in json.loads((run / "checkpoints" / "checkpoint-1" /
+                                                             "trainer_state.json").read_text())["log_history"]
+              if "rewards/verbose/mean" in h]
+    engine_means = [line["rewards"]["verbose"] for line in read_jsonl(run / "steps.jsonl")]
+    assert engine_means == pytest.approx([-v for v in logged], abs=1e-5) and logged[0] != 0
+
     trainer = train(*load_config(cfg, ["--max_steps", "2", "--resume_from_checkpoint", "true"]))
     assert {o.name: o.score_range for o in trainer.objectives[1:]} == ranges  # loaded, not recalibrated
     meta = json.loads((run / "run.json").read_text())

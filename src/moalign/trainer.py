@@ -122,6 +122,7 @@ class MOGRPOTrainer(GRPOTrainer):
         objectives, self.objective_params = resolve_objectives(args, objectives, reward_processing_classes)
         self.objectives, self.objective_names = objectives, [o.name for o in objectives]
         self._guards = [GuardedObjective(o) for o in objectives]
+        self._reward_signs = torch.tensor([1.0 if getattr(o, "maximize", True) else -1.0 for o in objectives])
         if args.objectives is None:  # run.json and `moalign eval` rebuild the objectives from these entries
             args.objectives = ([objective_spec_json(e) for e in entries] if entries is not None
                                else list(self.objective_names))
@@ -234,7 +235,9 @@ class MOGRPOTrainer(GRPOTrainer):
         output = super()._generate_and_score_completions(inputs)
         t_generate = time.perf_counter() - start
 
-        rewards = self._last_rewards.float()  # (N, K) gathered over ranks
+        # (N, K) gathered over ranks; an objective with maximize=False (a reward-model head such as verbosity) enters
+        # the engine negated, so that every estimator and strategy maximises all K rewards.
+        rewards = self._last_rewards.float() * self._reward_signs.to(self._last_rewards.device)
         n = rewards.shape[0]
         local_n = output["prompt_ids"].shape[0]
         process_slice = slice(self.accelerator.process_index * local_n, (self.accelerator.process_index + 1) * local_n)
