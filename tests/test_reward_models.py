@@ -255,3 +255,33 @@ def test_calibrated_map_is_frozen_and_reused_by_resume_and_eval(tmp_path, rm_dir
     cold_meta = json.loads((tmp_path / "cold" / "run.json").read_text())
     assert cold_meta["objectives"][1]["range_source"] == "calibrated"
     assert summarize_front(read_jsonl(tmp_path / "cold" / "evals.jsonl"), cold_meta["objectives"], 8).steps
+
+
+def test_experts_configs_take_objectives_entries(rm_dirs):
+    """`moalign experts`: reward-model entries expand to their heads, weights count them, the gate scores them in the
+    normalised space through their range."""
+    from moalign.meta.experts import ExpertsConfig
+    from moalign.meta.gate import completion_scores
+
+    entry = {"model": rm_dirs[3], "heads": [{"name": "helpful", "range": [-1.0, 1.0]},
+                                            {"name": "verbose", "index": 2, "maximize": False, "range": [-1.0, 1.0]}]}
+    cfg = ExpertsConfig(objectives=["clarity", entry])
+    assert cfg.objective_names == ["clarity", "helpful", "verbose"]
+    assert [len(e.weights) for e in cfg.experts] == [3, 3, 3] and [e.name for e in cfg.experts][1:] == ["helpful",
+                                                                                                        "verbose"]
+    with pytest.raises(ValueError, match="has 2 weights but objectives has 3"):
+        ExpertsConfig(objectives=["clarity", entry], experts=[{"name": "x", "weights": [0.5, 0.5]}])
+    with pytest.raises(ValueError, match="has duplicates"):
+        ExpertsConfig(objectives=["clarity", {"model": rm_dirs[3], "heads": ["clarity"]}])
+
+    objectives = build_objectives(["clarity", entry])
+    rows = [{"prompt": [{"role": "user", "content": "1+2=?"}], "answer": "3"}] * 2
+    texts = ["1. 1+2=3\n2. so\n\\boxed{3}", "3"]
+    got = completion_scores(objectives, rows, texts, [[1] * 5, [1]], 8)
+    raw = [o([[{"role": "assistant", "content": t}] for t in texts], prompts=[r["prompt"] for r in rows])
+           for o in objectives[1:]]
+    expected_helpful = [min(1, max(0, (v + 1) / 2)) for v in raw[0]]
+    expected_verbose = [min(1, max(0, (1 - v) / 2)) for v in raw[1]]
+    assert got[:, 1].tolist() == pytest.approx(expected_helpful) and got[:, 2].tolist() == pytest.approx(
+        expected_verbose)
+    assert got[:, 0].tolist() == [1.0, 0.0]

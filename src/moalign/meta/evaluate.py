@@ -119,7 +119,7 @@ def meta_eval(
     import torch
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ..objectives import build_objective
+    from ..objectives import build_objectives
     from .aggregate import build
     from .experts import load_experts, load_splits
 
@@ -129,7 +129,8 @@ def meta_eval(
     experts_dir = Path(experts_dir)
     experts = load_experts(experts_dir)
     manifest = experts.manifest
-    objectives = [build_objective(n) for n in experts.objectives]
+    # the experts' objectives entries (a reward model's heads, its range); manifests before them hold names only
+    objectives = build_objectives(manifest.get("objective_specs") or list(experts.objectives))
     cfg = manifest.get("config", {})
     splits = load_splits(cfg.get("dataset", "synthetic"), cfg.get("dataset_kwargs", {}))
     if split not in splits:

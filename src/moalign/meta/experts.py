@@ -69,6 +69,12 @@ class ExpertSpec:
     """grpo | rloo | reinforce."""
 
 
+def _spec_json(spec: Any) -> Any:
+    from ..objectives import objective_spec_json
+
+    return objective_spec_json(spec)
+
+
 def _default_experts(objectives: list[str], emphasis: float) -> list[ExpertSpec]:
     k = len(objectives)
     rest = (1.0 - emphasis) / (k - 1) if k > 1 else 0.0
@@ -85,8 +91,10 @@ class ExpertsConfig:
 
     base_model: str = WARMSTART
     """``warmstart`` (the shipped tiny SFT model of the demo), a local directory or a Hub id."""
-    objectives: list[str] = field(default_factory=lambda: ["accuracy", "conciseness", "clarity"])
-    """Objective registry names, in weight order."""
+    objectives: list[Any] = field(default_factory=lambda: ["accuracy", "conciseness", "clarity"])
+    """Objectives entries, in weight order, as in ``moalign train`` configs: registry names, ``module:callable``
+    paths, ``{name: ..., <parameter>: ...}`` or reward models (``{model: PATH, heads: [...]}`` gives one objective
+    per head). Reward models need ``range: [lo, hi]`` here: the gate scores completions in the normalised space."""
     experts: list[ExpertSpec] = field(default_factory=list)
     """The experts; empty = one per objective with ``emphasis`` on it and the rest split evenly."""
     emphasis: float = 0.6
@@ -111,6 +119,14 @@ class ExpertsConfig:
     quick: bool = False
     """Smoke size: 4 steps per expert, 4 generations, 16 evaluation rows."""
 
+    @property
+    def objective_names(self) -> list[str]:
+        """The objectives' names, in weight order (a reward model's ``heads`` give one name each); building them
+        checks every entry and that the names are distinct."""
+        from ..objectives import build_objectives
+
+        return [o.name for o in build_objectives(list(self.objectives))]
+
     def __post_init__(self) -> None:
         self.experts = [ExpertSpec(**e) if isinstance(e, dict) else e for e in self.experts]
         if self.quick:
@@ -122,16 +138,17 @@ class ExpertsConfig:
             raise ValueError("objectives is empty; name at least one, e.g. [accuracy, conciseness, clarity]")
         if not 0.0 < self.emphasis <= 1.0:
             raise ValueError(f"emphasis must be in (0, 1], but got {self.emphasis}")
+        names = self.objective_names
         if not self.experts:
-            self.experts = _default_experts(list(self.objectives), self.emphasis)
-        names = [e.name for e in self.experts]
-        if len(set(names)) != len(names):
-            raise ValueError(f"expert names must be unique, got {names}")
+            self.experts = _default_experts(names, self.emphasis)
+        expert_names = [e.name for e in self.experts]
+        if len(set(expert_names)) != len(expert_names):
+            raise ValueError(f"expert names must be unique, got {expert_names}")
         for e in self.experts:
-            if e.weights is not None and len(e.weights) != len(self.objectives):
+            if e.weights is not None and len(e.weights) != len(names):
                 raise ValueError(
-                    f"expert {e.name!r} has {len(e.weights)} weights but objectives has {len(self.objectives)} "
-                    f"({', '.join(self.objectives)}); give one weight per objective, in that order"
+                    f"expert {e.name!r} has {len(e.weights)} weights but objectives has {len(names)} "
+                    f"({', '.join(names)}); give one weight per objective, in that order"
                 )
             if e.strategy == "fixed" and e.weights is None and not e.strategy_params:
                 raise ValueError(f"expert {e.name!r} uses the fixed strategy but has no weights; set weights: [...]")
@@ -261,7 +278,8 @@ def train_experts(cfg: ExpertsConfig, progress: bool = True) -> Path:
         "format_version": 1,
         "base_model": cfg.base_model,
         "base_model_path": base_dir,
-        "objectives": list(cfg.objectives),
+        "objectives": cfg.objective_names,
+        "objective_specs": [_spec_json(o) for o in cfg.objectives],
         "experts": records,
         "training_steps": sum(r["steps"] for r in records),
         "config": cfg.to_dict(),

@@ -63,7 +63,8 @@ def completion_scores(objectives: Sequence, rows: Sequence[dict[str, Any]], text
     """``(n, K)`` per-completion scores in [0, 1], higher is better, in the objectives' order.
 
     An objective reported as ``length`` (conciseness) scores ``1 - tokens / max_new_tokens`` (the normalised space of
-    :func:`moalign.evaluation.normalised_point`, per completion); the others are their own 0/1 scores (``None`` -> 0).
+    :func:`moalign.evaluation.normalised_point`, per completion); a reward model its score mapped by its range; the
+    others their own 0/1 scores (``None`` -> 0).
     """
     from ..evaluation import _is_chat, eval_metric_name
     from ..scoring import normalised_length, score_completions
@@ -76,6 +77,8 @@ def completion_scores(objectives: Sequence, rows: Sequence[dict[str, Any]], text
             out[:, j] = [normalised_length(len(t), max_new_tokens) for t in token_ids]
             continue
         scores = score_completions([obj], [r["prompt"] for r in rows], completions, token_ids, columns)[obj.name]
+        if hasattr(obj, "normalise"):  # a reward model: the affine map of its range (docs/objectives.md)
+            scores = [None if s is None else obj.normalise(s) for s in scores]
         out[:, j] = [0.0 if s is None else s for s in scores]
     return out
 
