@@ -285,3 +285,11 @@ def test_experts_configs_take_objectives_entries(rm_dirs):
     assert got[:, 1].tolist() == pytest.approx(expected_helpful) and got[:, 2].tolist() == pytest.approx(
         expected_verbose)
     assert got[:, 0].tolist() == [1.0, 0.0]
+
+
+def test_verl_plugin_refuses_reward_models_naming_verls_worker():
+    from moalign.integrations.verl.session import MOConfig, MOSession
+
+    with pytest.raises(ValueError, match=r"\['rm'\] are reward-model objectives.*reward_model.enable=True.*"
+                                         r"module:callable.*MOGRPOTrainer"):
+        MOSession(MOConfig(objectives=["accuracy", {"name": "rm", "model": "org/rm"}]))

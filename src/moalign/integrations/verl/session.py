@@ -204,6 +204,16 @@ class MOSession:
     def __init__(self, config: MOConfig):
         self.config = config
         self.objectives: list[Objective] = build_objectives(config.objectives, field="algorithm.moalign.objectives")
+        models = [obj.name for obj in self.objectives if hasattr(obj, "reward_model")]  # issue 28: refused here
+        if models:
+            raise ValueError(
+                f"algorithm.moalign.objectives: {models} are reward-model objectives, which the verl plugin does not "
+                "load (its objectives are scored from response text in verl's reward workers). verl's own reward-model"
+                " worker (reward_model.enable=True reward_model.model.path=PATH) writes one summed rm_scores, which the"
+                " plugin's per-objective rewards do not read; to feed a reward model's scores to moalign in verl, score"
+                " them in a reward function of your own (a module:callable entry in algorithm.moalign.objectives, one "
+                "per head, returning one score per response), or train with moalign's MOGRPOTrainer, which loads "
+                "reward models itself (docs/objectives.md, Reward models)")
         self.names = [obj.name for obj in self.objectives]
         clash = sorted(set(self.names) & _RESERVED)
         if clash:
