@@ -293,3 +293,31 @@ def test_verl_plugin_refuses_reward_models_naming_verls_worker():
     with pytest.raises(ValueError, match=r"\['rm'\] are reward-model objectives.*reward_model.enable=True.*"
                                          r"module:callable.*MOGRPOTrainer"):
         MOSession(MOConfig(objectives=["accuracy", {"name": "rm", "model": "org/rm"}]))
+
+
+def test_shipped_example_points_at_the_shipped_models():
+    """examples/reward_model_async.yaml names the directories habit_reward_model() and the async warm start return,
+    so a retrained model with another cache key cannot leave the example on a stale path."""
+    from pathlib import Path
+
+    from moalign.config import load_config
+    from moalign.demo import task_warm_start
+    from moalign.habit_reward_model import habit_reward_model
+
+    root = Path(__file__).parents[1]
+    _, model, train = load_config(root / "examples" / "reward_model_async.yaml")
+    assert (root / train.objectives[0]["model"]).resolve() == habit_reward_model().resolve()
+    assert (root / model.model_name_or_path).resolve() == task_warm_start("async", progress=False).resolve()
+    assert [h if isinstance(h, str) else h["name"] for h in train.objectives[0]["heads"]] == [
+        "rm_correct", "rm_numbered", "rm_filler"]
+
+
+def test_head_tracking_auc_is_the_rank_statistic():
+    import numpy as np
+
+    from moalign.habit_reward_model import _auc
+
+    scores, labels = np.array([0.1, 0.4, 0.35, 0.8, 0.4]), np.array([0, 0, 1, 1, 1])
+    pairs = [(p, n) for p in scores[labels == 1] for n in scores[labels == 0]]
+    expected = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in pairs) / len(pairs)
+    assert _auc(scores, labels) == pytest.approx(expected, abs=1e-4)
