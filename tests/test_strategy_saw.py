@@ -133,3 +133,53 @@ def test_matches_the_reference_code(seed, aggregation, reference):
     # whitening vs verl's token whitening, equal here with one token per completion)
     np.testing.assert_allclose(adv.numpy(), expected.numpy(), rtol=2e-3, atol=2e-3, err_msg=f"seed={seed}")
     assert math.isclose(float(rec.weights.sum()), 1.0)
+
+
+# --- ema_rate: smoothed batch statistics (a moalign option; issue 29 item 5) ---------------------------------------
+def _smoothed_cv_by_hand(batches, tau):
+    """Independent transcription: EMA of each column's mean and (N - 1) variance, started at the first batch."""
+    mean = var = None
+    for b in batches:
+        m, v = b.mean(axis=0), b.var(axis=0, ddof=1)
+        mean, var = (m, v) if mean is None else ((1 - tau) * mean + tau * m, (1 - tau) * var + tau * v)
+    return np.sqrt(var) / np.abs(mean)
+
+
+def test_ema_smooths_the_batch_statistics_as_transcribed():
+    rng = np.random.default_rng(3)
+    batches = [(rng.random((16, 3)) < [0.9, 0.5, 0.3]).astype(float) for _ in range(5)]
+    saw = weighting.build("saw", 3, NAMES, ema_rate=0.3)
+    for b in batches:
+        saw.before_update(_stats(b))
+    cv = _smoothed_cv_by_hand(batches, 0.3)
+    np.testing.assert_allclose(saw.weights(), cv / cv.sum(), rtol=1e-7)  # the strategy's 1e-8 epsilons
+
+
+def test_ema_rate_one_is_the_published_update_and_smoothing_damps_the_jumps():
+    rng = np.random.default_rng(4)
+    batches = [(rng.random((16, 3)) < [0.8, 0.5, 0.4]).astype(float) for _ in range(12)]
+    published, one, smooth = (weighting.build("saw", 3, NAMES, **kw) for kw in ({}, {"ema_rate": 1.0},
+                                                                                 {"ema_rate": 0.2}))
+    jumps = {"published": [], "smooth": []}
+    for b in batches:
+        before = published.weights().copy(), smooth.weights().copy()
+        for s in (published, one, smooth):
+            s.before_update(_stats(b))
+        np.testing.assert_allclose(one.weights(), published.weights(), rtol=1e-12)
+        jumps["published"].append(np.abs(published.weights() - before[0]).sum())
+        jumps["smooth"].append(np.abs(smooth.weights() - before[1]).sum())
+    assert np.mean(jumps["smooth"][2:]) < np.mean(jumps["published"][2:])
+
+
+def test_ema_state_round_trip_repr_and_the_published_state_unchanged():
+    saw = weighting.build("saw", 3, NAMES, ema_rate=0.5)
+    saw.before_update(_stats(np.eye(4, 3)))
+    restored = weighting.build("saw", 3, NAMES, ema_rate=0.5)
+    restored.load_state_dict(json.loads(json.dumps(saw.state_dict(), allow_nan=False)))
+    restored.before_update(_stats(np.eye(4, 3)[::-1]))
+    saw.before_update(_stats(np.eye(4, 3)[::-1]))
+    assert restored.state_dict() == saw.state_dict()
+    assert repr(saw) == "SAW(reward_offsets=None, ema_rate=0.5)"
+    assert sorted(weighting.build("saw", 3, NAMES).state_dict()) == ["cv", "skipped", "weights"]
+    with pytest.raises(ValueError, match="strategy_params.ema_rate must be"):
+        weighting.build("saw", 3, NAMES, ema_rate=0.0)

@@ -22,8 +22,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
-Task = Annotated[str, typer.Option(help="Member of the synthetic task family: coupled (default) or async "
-                                        "(docs/demo_task.md).")]
+Task = Annotated[str, typer.Option(help="Member of the synthetic task family: coupled (default), async, or (bench "
+                                        "only) habits (docs/demo_task.md).")]
 Verbose = Annotated[bool, typer.Option("--verbose", help="Also show the libraries' warnings, log lines and progress "
                                        "bars (transformers, TRL, datasets...), hidden by default.")]
 
@@ -311,15 +311,27 @@ def bench_command(
     workers: Annotated[int, typer.Option(help="Runs trained in parallel (one process each).")] = 2,
     out: Annotated[Path, typer.Option(help="Where the runs, tables and reports go.")] = Path("runs/bench"),
     task: Task = "coupled",
+    objectives: Annotated[int | None, typer.Option(
+        help="--task habits: K objectives, accuracy and the first K - 1 habits (2 to 8).")] = None,
+    sweep_presets: Annotated[int | None, typer.Option(
+        help="--task habits: Dirichlet(1) presets trained per seed for the sweep baseline.")] = None,
     verbose: Verbose = False,
 ) -> None:
-    """Tables 1-3 of arXiv 2509.11452 on the embedded task: paired by seed, with bootstrap 95 % CIs."""
+    """Tables 1-3 of arXiv 2509.11452 on the embedded task: paired by seed, with bootstrap 95 % CIs. With
+    --task habits --objectives K: methods at K objectives against uniform weights and a preset sweep."""
     from .bench import BenchConfig, run_bench
 
     try:
         seed_list = [int(s) for s in _split_list([seeds])]
     except ValueError:
         _fail(f"--seeds must be comma-separated integers, e.g. 100,101,102; got {seeds!r}")
+        return
+    if task == "habits":
+        _habits_bench(seed_list, methods, steps, eval_every, eval_size, gradient_mu, eval_temperature, workers, out,
+                      objectives, sweep_presets)
+        return
+    if objectives is not None or sweep_presets is not None:
+        _fail("--objectives and --sweep-presets apply to --task habits only")
         return
     kwargs = {"quick": quick, "seeds": seed_list, "data_seed": data_seed, "estimators": _split_list([estimators]),
               "workers": workers, "out": str(out), "task": task}
@@ -341,6 +353,29 @@ def bench_command(
     console.print(f"[green]tables:[/] {md}")
     console.print(f"  data:    {md.parent / 'bench.json'}")
     console.print(f"  reports: {', '.join(str(md.parent / e / 'report' / 'index.html') for e in done)}")
+
+
+def _habits_bench(seeds, methods, steps, eval_every, eval_size, gradient_mu, eval_temperature, workers, out,
+                  objectives, sweep_presets) -> None:
+    """``moalign bench --task habits``: :func:`moalign.bench_habits.run_habits_bench`."""
+    from .bench_habits import HabitsBenchConfig, run_habits_bench
+
+    kwargs: dict = {"seeds": seeds, "workers": workers, "out": str(out) if str(out) != "runs/bench"
+                    else "runs/bench_habits"}
+    for key, value in (("objectives", objectives), ("sweep_presets", sweep_presets), ("steps", steps),
+                       ("eval_every", eval_every), ("eval_size", eval_size), ("gradient_mu", gradient_mu),
+                       ("eval_temperature", eval_temperature)):
+        if value is not None:
+            kwargs[key] = value
+    if methods:
+        kwargs["methods"] = _split_list([methods])
+    try:
+        md = run_habits_bench(HabitsBenchConfig(**kwargs))
+    except ValueError as exc:
+        _fail(str(exc))
+        return
+    typer.echo(md.read_text())
+    console.print(f"[green]tables:[/] {md}")
 
 
 experts_app = typer.Typer(help="Meta-policy experts: one LoRA adapter per objective (docs/meta_policy.md).",

@@ -24,7 +24,7 @@ GRADIENT_MU = 3e-3  # η/μ = 1e-4/3e-3: chosen on calibration seeds 0-2 (docs/B
 # but not all of its answers (numbered lines 77 %, filler 62 % sampled), so greedy decoding shows each in all of them
 # (clarity 1.0 from step 0, every run) and hides the rates the objectives are learned through: its evaluations sample
 # one completion per problem at the rollouts' temperature (docs/demo_task.md). Chosen on calibration seeds 0-2.
-TASK_EVAL_TEMPERATURE = {"coupled": 0.0, "async": 1.0}
+TASK_EVAL_TEMPERATURE = {"coupled": 0.0, "async": 1.0, "habits": 1.0}  # habits: as async, for the same reason
 
 METHODS: list[tuple[str, str, dict[str, Any], str]] = [
     ("fixed-accuracy", "fixed", {"preset": "accuracy_focused"}, "grpo"),
@@ -86,6 +86,9 @@ class DemoConfig:
         if self.steps < 1 or self.seeds < 1:
             raise ValueError(f"--steps and --seeds must be >= 1, got {self.steps} and {self.seeds}")
         check_task(self.task)
+        if self.task == "habits":
+            raise ValueError("the habits member has K objectives (accuracy and K - 1 habits), not the demo's three; run "
+                             "it with `moalign bench --task habits --objectives K` (docs/BENCHMARKS.md)")
 
 
 def check_task(task: str) -> None:
@@ -121,11 +124,14 @@ def train_synthetic_run(
     run_dir: Path, steps: int, eval_every: int, eval_size: int, validation_size: int, prompts_per_step: int,
     generations: int, learning_rate: float, max_completion_length: int, extra_info: dict[str, Any] | None = None,
     trainer_args: dict[str, Any] | None = None, eval_temperature: float = 0.0,
+    objectives: list[Any] | None = None, callbacks: list[Any] | None = None,
 ):
     """One RL run of the embedded task (shared by ``moalign demo`` and ``moalign bench``): warm-started model,
     train split, test evaluations every ``eval_every`` steps (greedy, or sampled at ``eval_temperature`` > 0),
     validation points (hypervolume) on the val split, so the reported split never steers training. ``trainer_args``
-    are further :class:`MOGRPOConfig` fields (e.g. ``multi_objective_aggregation``)."""
+    are further :class:`MOGRPOConfig` fields (e.g. ``multi_objective_aggregation``). ``objectives`` replaces the
+    demo's three (accuracy, conciseness, clarity); ``callbacks`` are built as ``callback(trainer)`` and added to the
+    trainer before it trains."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
 
     from .trainer import MOGRPOConfig, MOGRPOTrainer
@@ -135,7 +141,7 @@ def train_synthetic_run(
     args = MOGRPOConfig(
         output_dir=str(run_dir / "checkpoints"),
         run_dir=str(run_dir),
-        objectives=["accuracy", "conciseness", "clarity"],
+        objectives=objectives or ["accuracy", "conciseness", "clarity"],
         strategy=strategy,
         strategy_params=params,
         advantage_estimator=estimator,
@@ -164,6 +170,8 @@ def train_synthetic_run(
     trainer = MOGRPOTrainer(model=model, args=args, train_dataset=splits["train"], eval_dataset=splits["test"],
                             validation_dataset=splits["val"], processing_class=tok, eval_split_name="test")
     trainer.remove_callback(PrinterCallback)  # progress is shown by the caller; metrics are in steps.jsonl
+    for make_callback in callbacks or ():
+        trainer.add_callback(make_callback(trainer))
     trainer.extra_run_info = {"name": f"{label}-seed{seed}", "method": label, **(extra_info or {})}
     trainer.train()
     return trainer

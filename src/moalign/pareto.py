@@ -35,7 +35,7 @@ import moocore
 import numpy as np
 from numpy.typing import ArrayLike
 
-__all__ = ["ParetoBuffer", "hv_contribution", "hypervolume", "nondominated", "normalize"]
+__all__ = ["ParetoBuffer", "hv_contribution", "hypervolume", "igd_plus", "nondominated", "normalize"]
 
 #: The most objectives ``moocore.hypervolume`` accepts (``HV_DIMENSION_MAX`` in moocore 0.3).
 _HV_MAX_OBJECTIVES = 31
@@ -354,6 +354,48 @@ def nondominated(points: ArrayLike, /, *, maximize: Maximize = True) -> np.ndarr
         return np.zeros(0, dtype=bool)
     sign = _signs(_parse_maximize(maximize, pts.shape[1]))
     return np.asarray(moocore.is_nondominated(pts * sign, keep_weakly=True), dtype=bool)
+
+
+def igd_plus(points: ArrayLike, /, reference_front: ArrayLike, *, maximize: Maximize = True) -> float:
+    """IGD+ (inverted generational distance plus) of ``points`` against ``reference_front``; lower is better, 0 when
+    ``points`` weakly dominate every reference point.
+
+    For each reference point ``z`` the distance to the nearest point ``a`` counts only the objectives in which ``a``
+    is worse than ``z``: ``d+(z, a) = sqrt(sum_i max(z_i - a_i, 0)^2)`` when maximising (``a_i - z_i`` when
+    minimising), and IGD+ is the mean over ``z`` of ``min_a d+(z, a)``. Unlike IGD it is weakly Pareto-compliant [4]_.
+
+    Parameters
+    ----------
+    points : array-like, shape (n, k)
+        The approximation set (e.g. one run's front); at least one point.
+    reference_front : array-like, shape (m, k)
+        The reference set (e.g. the non-dominated union of every run's front); at least one point.
+    maximize : bool or sequence of k bools, default True
+
+    Notes
+    -----
+    ``O(n m k)`` time and memory (one broadcast difference).
+
+    References
+    ----------
+    .. [4] H. Ishibuchi, H. Masuda, Y. Tanigaki, Y. Nojima. "Modified distance calculation in generational distance
+       and inverted generational distance". EMO 2015, LNCS 9019, 110–125.
+
+    Examples
+    --------
+    >>> igd_plus([[0.5, 0.5]], [[1.0, 0.0], [0.0, 1.0]])  # each reference point is 0.5 ahead in one objective
+    0.5
+    >>> igd_plus([[1.0, 1.0]], [[1.0, 0.0], [0.0, 1.0]])
+    0.0
+    """
+    ref = _array_2d_of_points(reference_front, "reference_front")
+    pts = _array_2d_of_points(points, "points", ref.shape[1] if len(ref) else None)
+    if len(pts) == 0 or len(ref) == 0:
+        raise ValueError(f"igd_plus needs at least one point in 'points' ({len(pts)}) and in 'reference_front' "
+                         f"({len(ref)})")
+    sign = _signs(_parse_maximize(maximize, ref.shape[1]))  # minimisation space: a is worse where a_i > z_i
+    shortfall = np.maximum(pts[None, :, :] * sign - ref[:, None, :] * sign, 0.0)  # (m, n, k)
+    return float(np.sqrt((shortfall**2).sum(axis=2)).min(axis=1).mean())
 
 
 def normalize(points: ArrayLike, /, lower: ArrayLike, upper: ArrayLike, *, maximize: Maximize = True) -> np.ndarray:

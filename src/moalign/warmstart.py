@@ -37,7 +37,8 @@ from typing import Any
 
 import torch
 
-from .data.synthetic import STYLES, SyntheticConfig, async_habits, classify_style, load_synthetic, sft_examples
+from .data.synthetic import (STYLES, SyntheticConfig, async_habits, classify_style, habits_shown, load_synthetic,
+                             sft_examples)
 
 __all__ = ["WarmStartConfig", "calibrate", "default_cache_dir", "warm_start"]
 
@@ -327,7 +328,8 @@ def calibrate(
         ``\\boxed{}`` and >= 2 step markers), ``mean_length`` (completion tokens, ``<eos>`` excluded), ``truncated``, ``style_share``
         ``{style: share}`` and ``style_accuracy`` ``{style: accuracy or None}`` (styles as
         :func:`~moalign.data.synthetic.classify_style` reads them); for an ``async`` task also ``habits``
-        ``{"numbered": share, "filler": share}`` (:func:`~moalign.data.synthetic.async_habits`).
+        ``{"numbered": share, "filler": share}`` (:func:`~moalign.data.synthetic.async_habits`), for a ``habits`` task
+        the share of each habit (:func:`~moalign.data.synthetic.habits_shown`).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -350,6 +352,9 @@ def calibrate(
             result[mode] = _summarise(texts, [len(x) for x in ids], list(val["answer"]), max_new_tokens)
             if task.variant == "async":
                 result[mode]["habits"] = _habit_shares(texts)
+            elif task.variant == "habits":
+                shown = [habits_shown(t) for t in texts]
+                result[mode]["habits"] = {h: round(sum(x[h] for x in shown) / len(texts), 4) for h in shown[0]}
     return result
 
 

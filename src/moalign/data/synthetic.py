@@ -60,10 +60,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..objectives.clarity import count_step_markers
+from ..objectives.habit import HABITS, has_habit
 
 __all__ = [
     "ASYNC_FILLER",
     "DIFFICULTIES",
+    "HABIT_SHARES",
     "STYLES",
     "SyntheticConfig",
     "VARIANTS",
@@ -71,20 +73,29 @@ __all__ = [
     "classify_style",
     "count_step_markers",
     "generate_problem",
+    "habits_shown",
     "load_synthetic",
     "render_async_solution",
+    "render_habits_solution",
     "render_solution",
     "sft_examples",
 ]
 
 STYLES = ("steps", "direct", "verbose")
-VARIANTS = ("coupled", "async")
+VARIANTS = ("coupled", "async", "habits")
 """Members of the task family (:attr:`SyntheticConfig.variant`); ``coupled`` is the default."""
 
 ASYNC_FILLER = "Hope this helps!"
 """The filler line of the ``async`` member's padding habit (after the final answer)."""
 _ASYNC_UNMARKED = "-> "  # same length as "1. ", and not a step marker for Clarity
 _ASYNC_FIELDS = ("marker_share", "filler_share", "carry_slip")
+
+HABIT_SHARES: dict[str, float] = {
+    "numbered": 0.75, "signoff": 0.3, "period": 0.6, "header": 0.2, "spaced": 0.5, "label": 0.4, "gap": 0.85,
+}
+"""Share of the ``habits`` member's warm-start solutions that show each habit (:data:`~moalign.objectives.HABITS`),
+each drawn independently. Spread from 0.2 to 0.85 so that the habits are learned at different speeds: one already
+shown in most samples saturates within a few RL steps, a rare one late (docs/demo_task.md has the curves)."""
 
 # difficulty -> (min_operands, max_operands, max_first_operand, max_operand)
 DIFFICULTIES: dict[int, tuple[int, int, int, int]] = {
@@ -156,6 +167,12 @@ class SyntheticConfig:
             changed = [n for n in _ASYNC_FIELDS if getattr(self, n) != _DEFAULTS[n]]
             if changed:
                 raise ValueError(f"{', '.join(changed)} only apply to variant='async'; set variant: async or drop them")
+        elif self.variant == "habits":
+            changed = [n for n in ("style_mix", "wrong_share", "marker_share", "filler_share")
+                       if getattr(self, n) != _DEFAULTS[n]]
+            if changed:
+                raise ValueError(f"{', '.join(changed)} do not apply to variant='habits' (its habit shares are "
+                                 "HABIT_SHARES; carry_slip sets its accuracy); drop them")
         else:
             changed = [n for n in ("style_mix", "wrong_share") if getattr(self, n) != _DEFAULTS[n]]
             if changed:
@@ -252,7 +269,12 @@ def generate_problem(rng: random.Random, cfg: SyntheticConfig) -> dict[str, Any]
         "answer": str(values[-1]),
         "n_operands": k,
     }
-    prob["solution"] = render_solution(prob, "steps") if cfg.variant == "coupled" else render_async_solution(prob)
+    if cfg.variant == "coupled":
+        prob["solution"] = render_solution(prob, "steps")
+    elif cfg.variant == "async":
+        prob["solution"] = render_async_solution(prob)
+    else:
+        prob["solution"] = render_habits_solution(prob, set(HABITS))
     return prob
 
 
@@ -315,22 +337,65 @@ def render_async_solution(
     \\boxed{8}
     Hope this helps!
     """
+    operations = _written_operations(prob, forget)
+    lines = [f"{f'{i + 1}. ' if numbered else _ASYNC_UNMARKED}{a}{op}{b}={value}"
+             for i, (a, op, b, value) in enumerate(operations)]
+    lines.append(f"\\boxed{{{operations[-1][3]}}}")
+    if filler:
+        lines.append(ASYNC_FILLER)
+    return "\n".join(lines)
+
+
+def _written_operations(prob: dict[str, Any], forget: Any) -> list[tuple[int, str, int, int]]:
+    """``(left, op, right, written result)`` per operation, with carries forgotten as ``forget`` says (see
+    :func:`render_async_solution`); a forgotten carry's result is carried into the next operation."""
     asks = forget if callable(forget) else (lambda i, s=frozenset(forget): i in s)
     steps = list(zip(prob["ops"], prob["operands"][1:]))
     running = prob["operands"][0]
-    lines = []
+    out = []
     for i, (op, b) in enumerate(steps):
         value = running + b if op == "+" else running - b
         # a forgotten carry is allowed only where the rest, done right, never goes below zero (as in the problems)
         if _needs_carry(running, op, b) and _stays_non_negative(value - 10 if op == "+" else value + 10, steps[i + 1:]):
             if asks(i):
                 value += -10 if op == "+" else 10
-        prefix = f"{i + 1}. " if numbered else _ASYNC_UNMARKED
-        lines.append(f"{prefix}{running}{op}{b}={value}")
+        out.append((running, op, b, value))
         running = value
-    lines.append(f"\\boxed{{{running}}}")
-    if filler:
-        lines.append(ASYNC_FILLER)
+    return out
+
+
+def render_habits_solution(prob: dict[str, Any], habits: Any = (), forget: Any = ()) -> str:
+    """Write ``prob``'s solution in the ``habits`` member's format, showing the habits named in ``habits`` (a
+    collection of :data:`~moalign.objectives.HABITS`; :mod:`moalign.objectives.habit` says what each one writes).
+    ``forget`` is as in :func:`render_async_solution`.
+
+    >>> p = {"operands": [17, 5, 4], "ops": ["+", "-"], "values": [22, 18]}
+    >>> print(render_habits_solution(p, {"numbered", "spaced", "label"}))
+    1. 17+5 = 22
+    2. 22-4 = 18
+    A:\\boxed{18}
+    >>> print(render_habits_solution(p, {"header", "period", "gap", "signoff"}, forget={0}))
+    #
+    -> 17+5=12.
+    -> 12-4=8.
+    <BLANKLINE>
+    \\boxed{8}
+    OK
+    """
+    unknown = sorted(set(habits) - set(HABITS))
+    if unknown:
+        raise ValueError(f"unknown habits {unknown}; valid: {', '.join(HABITS)}")
+    equals = " = " if "spaced" in habits else "="
+    end = "." if "period" in habits else ""
+    operations = _written_operations(prob, forget)
+    lines = ["#"] if "header" in habits else []
+    lines += [f"{f'{i + 1}. ' if 'numbered' in habits else _ASYNC_UNMARKED}{a}{op}{b}{equals}{value}{end}"
+              for i, (a, op, b, value) in enumerate(operations)]
+    if "gap" in habits:
+        lines.append("")
+    lines.append(f"{'A:' if 'label' in habits else ''}\\boxed{{{operations[-1][3]}}}")
+    if "signoff" in habits:
+        lines.append("OK")
     return "\n".join(lines)
 
 
@@ -442,6 +507,8 @@ def sft_examples(cfg: SyntheticConfig | None = None, n: int = 4096, seed: int = 
         dataclasses.replace(cfg, n_train=0))[split]}
     if cfg.variant == "async":
         return _async_sft_examples(cfg, n, seed, held_out)
+    if cfg.variant == "habits":
+        return _habits_sft_examples(cfg, n, seed, held_out)
     rng = random.Random(f"moalign-synthetic-sft-{cfg.seed}-{seed}")
     labels: list[tuple[str, bool]] = []
     for style, count in _allocate(n, {s: cfg.style_mix.get(s, 0.0) for s in STYLES}).items():
@@ -492,6 +559,28 @@ def _async_sft_examples(cfg: SyntheticConfig, n: int, seed: int, held_out: set[s
     return out
 
 
+def _habits_sft_examples(cfg: SyntheticConfig, n: int, seed: int, held_out: set[str]) -> list[dict[str, Any]]:
+    """The ``habits`` member's warm-start data: each habit in an exact share of the examples (:data:`HABIT_SHARES`),
+    drawn independently of the others; each carry or borrow forgotten with probability ``carry_slip``."""
+    rng = random.Random(f"moalign-synthetic-habits-sft-{cfg.seed}-{seed}")
+    flags = {habit: _exact_flags(rng, n, HABIT_SHARES[habit]) for habit in HABITS}
+    out = []
+    while len(out) < n:
+        prob = generate_problem(rng, cfg)
+        if prob["problem"] in held_out:
+            continue
+        i = len(out)
+        shown = {habit for habit in HABITS if flags[habit][i]}
+        text = render_habits_solution(prob, shown, lambda _: rng.random() < cfg.carry_slip)
+        out.append(
+            {
+                "prompt": [{"role": "user", "content": prob["problem"]}],
+                "completion": [{"role": "assistant", "content": text}],
+            }
+        )
+    return out
+
+
 # ------------------------------------------------------------------------------------------------------ style checks
 
 
@@ -519,3 +608,13 @@ def async_habits(text: str) -> dict[str, bool]:
     {'numbered': True, 'filler': True}
     """
     return {"numbered": count_step_markers(text) >= 2, "filler": text.rstrip().endswith(ASYNC_FILLER)}
+
+
+def habits_shown(text: str) -> dict[str, bool]:
+    """Which habits of the ``habits`` member ``text`` shows (:func:`moalign.objectives.has_habit`), in
+    :data:`~moalign.objectives.HABITS` order.
+
+    >>> [h for h, shown in habits_shown("1. 2+3=5.\\n\\\\boxed{5}\\nOK").items() if shown]
+    ['numbered', 'signoff', 'period']
+    """
+    return {habit: has_habit(text, habit) for habit in HABITS}

@@ -1,9 +1,10 @@
 """Objectives: TRL-compatible reward functions with a name, a direction and checkpointable state.
 
-Built in (registry names): ``accuracy`` (:class:`Accuracy`), ``conciseness`` (:class:`Conciseness`) and ``clarity``
-(:class:`Clarity`); reward models (:class:`RewardModelObjective`, one per head of a :class:`RewardModel`). See
-``docs/objectives.md``. This package imports only the standard library, math-verify and
-torch (transformers only when a reward model is loaded from a path).
+Built in (registry names): ``accuracy`` (:class:`Accuracy`), ``conciseness`` (:class:`Conciseness`), ``clarity``
+(:class:`Clarity`) and ``habit`` (:class:`Habit`, one formatting habit of the ``habits`` synthetic task); reward
+models (:class:`RewardModelObjective`, one per head of a :class:`RewardModel`). See ``docs/objectives.md``. This
+package imports only the standard library, math-verify and torch (transformers only when a reward model is loaded
+from a path).
 """
 
 from .accuracy import Accuracy, answers_match, ground_truth, last_boxed
@@ -28,6 +29,7 @@ from .base import (
 )
 from .clarity import ORDINAL_WORDS, Clarity, count_step_markers, step_markers
 from .conciseness import Conciseness, count_tokens
+from .habit import HABITS, Habit, has_habit
 from .reward_model import RewardModel, RewardModelObjective, prepare_reward_models, reward_model_objectives
 
 __all__ = [
@@ -37,6 +39,8 @@ __all__ = [
     "Clarity",
     "Conciseness",
     "FunctionObjective",
+    "HABITS",
+    "Habit",
     "Objective",
     "RewardModel",
     "RewardModelObjective",
@@ -52,6 +56,7 @@ __all__ = [
     "count_step_markers",
     "count_tokens",
     "get_objective",
+    "has_habit",
     "ground_truth",
     "last_boxed",
     "objective_label",

@@ -28,6 +28,12 @@ symbol         parameter            reference code
 ``ε``          --                   ``1e-8``
 =============  ===================  ======================================================================
 
+Smoothing (a moalign option, not in the paper). With 16-32 completions per step the batch CV is noisy, and the weights
+follow it from step to step. ``ema_rate=τ`` keeps an exponential moving average of each objective's batch mean and
+batch variance, ``m_k ← (1 − τ)·m_k + τ·mean_batch``, ``v_k ← (1 − τ)·v_k + τ·var_batch`` (each started at its first
+observation, as CTWA's EMA), and computes ``CV_k = sqrt(v_k) / (|m_k| + ε)`` from them. ``τ = 1`` is the published
+update; the default ``None`` is the published update with the published state (no EMA fields in checkpoints).
+
 Deviations (docs/strategies/saw.md lists them all): the weights are on the simplex, where the reference multiplies
 them by K (the factor cancels under both of its variants' std normalisations); the group normalisation and the
 GDPO whitening are moalign's (TRL's ``1e-4``, sequence-level whitening) rather than verl's; unscored rewards are left
@@ -41,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import StateField, StepStats, WeightingStrategy, check_vector, register
+from .base import StateField, StepStats, WeightingStrategy, check_number, check_vector, register
 
 __all__ = ["SAW", "coefficient_of_variation"]
 
@@ -74,6 +80,7 @@ class SAW(WeightingStrategy):
     Args:
         reward_offsets: K numbers added to the rewards before the CV, so each objective's lowest reward is 0.
             Default 0 for every objective (0/1 rewards).
+        ema_rate: smoothing of the batch statistics, in (0, 1] (module docstring); None (default): as published.
 
     >>> saw = SAW(2, ["format", "accuracy"])
     >>> r = np.array([[1.0, 1.0], [1.0, 0.0], [1.0, 0.0], [0.0, 0.0]])  # format learned (3/4), accuracy not (1/4)
@@ -93,6 +100,7 @@ class SAW(WeightingStrategy):
         num_objectives: int,
         objective_names: Sequence[str] | None = None,
         reward_offsets: Sequence[float] | None = None,
+        ema_rate: float | None = None,
     ):
         super().__init__(num_objectives, objective_names)
         self.reward_offsets = (np.zeros(self.num_objectives) if reward_offsets is None else
@@ -101,10 +109,21 @@ class SAW(WeightingStrategy):
         self._offsets_arg = None if reward_offsets is None else self.reward_offsets.tolist()
         self._cv = np.zeros(self.num_objectives)
         self._skipped = False
+        self.ema_rate = None if ema_rate is None else check_number(
+            ema_rate, "strategy_params.ema_rate", low=0, low_open=True, high=1, hint=" (1: as published; None: off)")
+        if self.ema_rate is not None:  # the published strategy keeps its published checkpoint format
+            self.state_fields = {**SAW.state_fields, "ema_mean": StateField("_ema_mean"),
+                                 "ema_var": StateField("_ema_var"), "ema_started": StateField("_ema_started", "flags")}
+            self._ema_mean = np.zeros(self.num_objectives)
+            self._ema_var = np.zeros(self.num_objectives)
+            self._ema_started = np.zeros(self.num_objectives, dtype=bool)
 
     def before_update(self, stats: StepStats) -> None:
         with np.errstate(all="ignore"):
-            cv = coefficient_of_variation(stats.rewards, self.reward_offsets)  # (K,)
+            if self.ema_rate is None:
+                cv = coefficient_of_variation(stats.rewards, self.reward_offsets)  # (K,)
+            else:
+                cv = self._smoothed_cv(np.asarray(stats.rewards, dtype=np.float64) + self.reward_offsets)
             total = float(cv.sum())
             w = cv / (total + EPS)
         # Nothing varies over the batch (every advantage is 0 anyway), or non-finite rewards: keep the weights.
@@ -114,10 +133,27 @@ class SAW(WeightingStrategy):
         self._cv = cv
         self._set_weights(w / w.sum())  # exactly on the simplex (the reference's ε leaves a 1e-8 shortfall)
 
+    def _smoothed_cv(self, r: np.ndarray) -> np.ndarray:
+        """``(K,)`` CV from the EMAs of each column's mean and variance, updated with this batch's scored rows; an
+        objective with fewer than two scored rows keeps its EMA (CV 0 until it has one)."""
+        for k in range(r.shape[1]):
+            col = r[~np.isnan(r[:, k]), k]
+            if col.size < 2 or not np.all(np.isfinite(col)):
+                continue
+            mean, var = col.mean(), col.var(ddof=1)
+            if self._ema_started[k]:
+                tau = self.ema_rate
+                mean, var = (1 - tau) * self._ema_mean[k] + tau * mean, (1 - tau) * self._ema_var[k] + tau * var
+            self._ema_mean[k], self._ema_var[k], self._ema_started[k] = mean, var, True
+        return np.where(self._ema_started, np.sqrt(self._ema_var) / (np.abs(self._ema_mean) + EPS), 0.0)
+
     def metrics(self) -> dict[str, float]:
         out = {"skipped": float(self._skipped)}
         out.update({f"cv/{n}": float(v) for n, v in zip(self.objective_names, self._cv, strict=True)})
         return out
 
     def hyperparameters(self) -> dict[str, Any]:
-        return {"reward_offsets": self._offsets_arg}
+        out: dict[str, Any] = {"reward_offsets": self._offsets_arg}
+        if self.ema_rate is not None:
+            out["ema_rate"] = self.ema_rate
+        return out

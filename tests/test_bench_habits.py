@@ -1,0 +1,104 @@
+"""``moalign bench --task habits --objectives K`` (issue 29): configuration, methods, and the summary's statistics on
+run directories written by hand (each number recomputed independently)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from moalign import pareto
+from moalign.bench_habits import (HabitsBenchConfig, habits_bench_markdown, habits_methods, habits_objectives,
+                                  summarize_habits_bench)
+from moalign.sweep import expected_best_of_n
+
+
+def test_objectives_and_methods_at_k():
+    assert habits_objectives(2) == ["accuracy", {"name": "habit", "habit": "numbered"}]
+    assert len(habits_objectives(8)) == 8
+    with pytest.raises(ValueError, match="from 2 to 8"):
+        habits_objectives(9)
+    cfg = HabitsBenchConfig(objectives=5, sweep_presets=3)
+    methods = {label: (strategy, params) for label, strategy, params in habits_methods(cfg)}
+    assert methods["ctwa"][1]["cov_targets"] == [0.15, 0.08, 0.08, 0.08, 0.08]
+    assert methods["saw-ema"] == ("saw", {"ema_rate": 0.5})
+    sweeps = [params["weights"] for label, (_, params) in methods.items() if label.startswith("sweep-")]
+    assert len(sweeps) == 3 and all(len(w) == 5 and abs(sum(w) - 1) < 1e-6 for w in sweeps)
+    # the same presets for every method and seed: a function of (K, M, sweep_seed) only
+    assert sweeps == [p["weights"] for lab, _, p in habits_methods(HabitsBenchConfig(objectives=5, sweep_presets=3,
+                                                                                      seeds=[7])) if "sweep" in lab]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"objectives": 1}, "from 2 to 8"),
+    ({"methods": ["uniform", "nope"]}, r"unknown habits-bench method\(s\) \['nope'\]"),
+    ({"cov_targets": [0.1, 0.1]}, "cov_targets has 2 entries but there are 4 objectives"),
+    ({"seeds": [1, 1]}, "distinct"),
+])
+def test_config_errors_name_the_fix(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        HabitsBenchConfig(**kwargs)
+
+
+def _write_run(root, label, seed, test_points, val_points=None, k=2, cfg=None):
+    """A run directory as the trainer writes it, with the given test (and val) evaluations, one per step."""
+    run = root / f"K{k}" / f"{label}-seed{seed}"
+    run.mkdir(parents=True)
+    names = ["accuracy"] + [f"habit_{h['habit']}" for h in habits_objectives(k)[1:]]
+    meta = {"objectives": [{"name": n, "maximize": True} for n in names], "config": {"max_completion_length": 64},
+            "method": label, "seed": seed, "run_key": cfg.run_key()}
+    (run / "run.json").write_text(json.dumps(meta))
+    lines = [{"step": 3 * i, "split": "test", "metrics": dict(zip(names, p))} for i, p in enumerate(test_points)]
+    lines += [{"step": 3 * i, "split": "val", "metrics": dict(zip(names, p))} for i, p in enumerate(val_points or [])]
+    (run / "evals.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+
+def test_summary_hv_igd_plus_and_sweep_equivalent_n(tmp_path):
+    cfg = HabitsBenchConfig(objectives=2, seeds=[0, 1], methods=["uniform", "saw", "sweep"], sweep_presets=2,
+                            out=str(tmp_path), bootstrap=200)
+    fronts = {  # per seed: method -> test points (accuracy, habit_numbered)
+        0: {"uniform": [[0.2, 0.5], [0.3, 0.4]], "saw": [[0.4, 0.6]], "sweep-0": [[0.5, 0.2]], "sweep-1": [[0.1, 0.9]]},
+        1: {"uniform": [[0.3, 0.5]], "saw": [[0.3, 0.7]], "sweep-0": [[0.6, 0.1]], "sweep-1": [[0.2, 0.8]]},
+    }
+    val_hv = {(0, "sweep-0"): [[0.5, 0.5]], (0, "sweep-1"): [[0.1, 0.1]], (1, "sweep-0"): [[0.2, 0.2]],
+              (1, "sweep-1"): [[0.9, 0.9]]}
+    for seed, runs in fronts.items():
+        for label, points in runs.items():
+            _write_run(tmp_path, label, seed, points, val_hv.get((seed, label)), cfg=cfg)
+    summary = summarize_habits_bench(cfg)
+    rows = {r["method"]: r for r in summary["table"]}
+    # HV of a 2-D front with the origin as reference, by hand: uniform seed 0 = 0.2*0.5 + (0.3-0.2)*0.4
+    assert rows["uniform"]["hv_mean"] == pytest.approx(np.mean([0.2 * 0.5 + 0.1 * 0.4, 0.3 * 0.5]))
+    # IGD+ against the union front of the seed's runs, recomputed
+    union0 = np.array([p for pts in fronts[0].values() for p in pts])
+    union0 = union0[pareto.nondominated(union0)]
+    union1 = np.array([p for pts in fronts[1].values() for p in pts])
+    union1 = union1[pareto.nondominated(union1)]
+    expected = np.mean([pareto.igd_plus(fronts[0]["saw"], union0), pareto.igd_plus(fronts[1]["saw"], union1)])
+    assert rows["saw"]["igd_plus_mean"] == pytest.approx(expected)
+    assert rows["saw"]["final"] == {"accuracy": pytest.approx(0.35), "habit_numbered": pytest.approx(0.65)}
+    # sweep: seed 0 keeps sweep-0 on val (HV 0.1), seed 1 keeps sweep-1 (0.16); best of 1 is the pool mean
+    sweep = summary["sweep"]
+    hv = {(s, lab): float(np.prod(fronts[s][lab][0])) for s in (0, 1) for lab in ("sweep-0", "sweep-1")}
+    assert sweep["curve"][1] == pytest.approx(np.mean([hv[0, "sweep-0"], hv[1, "sweep-1"]]))
+    assert sweep["curve"][0] == pytest.approx(np.mean(list(hv.values())))
+    saw_hv = np.mean([0.24, 0.21])
+    assert sweep["equivalent_n"]["saw"]["n"] == (1 if saw_hv <= sweep["curve"][0] else
+                                                 2 if saw_hv <= sweep["curve"][1] else None)
+    best2 = {s: expected_best_of_n([val_hv[s, "sweep-0"][0][0] ** 2, val_hv[s, "sweep-1"][0][0] ** 2],
+                                   [hv[s, "sweep-0"], hv[s, "sweep-1"]], 2) for s in (0, 1)}
+    assert sweep["versus_best_of_n"]["saw"][2]["diff"] == pytest.approx(np.mean([0.24 - best2[0], 0.21 - best2[1]]))
+    vs = {r["method"]: r for r in summary["versus_uniform"]}
+    assert vs["saw"]["hv"]["diff"] == pytest.approx(np.mean([0.24 - 0.14, 0.21 - 0.15]))
+    md = habits_bench_markdown(summary)
+    assert "sweep-equivalent N" in md and "| saw |" in md
+
+
+def test_a_run_trained_with_other_settings_is_not_reused(tmp_path):
+    from moalign.bench_habits import _complete
+
+    cfg = HabitsBenchConfig(objectives=2, seeds=[0], out=str(tmp_path))
+    _write_run(tmp_path, "uniform", 0, [[0.1, 0.1]], cfg=HabitsBenchConfig(objectives=2, steps=5))
+    with pytest.raises(ValueError, match="trained with other settings"):
+        _complete(tmp_path / "K2" / "uniform-seed0", cfg, needs_val=False)
