@@ -66,6 +66,7 @@ def child(args) -> dict:
     import warnings
 
     import torch
+    from step_timer import WholeStepTimer  # benchmarks/step_timer.py (this script's folder is on sys.path)
     from transformers import TrainerCallback
 
     from moalign.models import resolve_model
@@ -75,16 +76,9 @@ def child(args) -> dict:
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
     strategy, params, estimator = CONFIGS[args.one]
-    times: list[float] = []
     phases: dict[str, list[float]] = {}
 
-    class Timer(TrainerCallback):
-        def on_step_begin(self, *a, **k):
-            self.t = time.perf_counter()
-
-        def on_step_end(self, *a, **k):
-            times.append(time.perf_counter() - self.t)
-
+    class PhaseLog(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **k):
             for key, value in (logs or {}).items():
                 if key.startswith("moalign_time/"):
@@ -106,10 +100,12 @@ def child(args) -> dict:
             from peft import LoraConfig
 
             peft_config = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
-        trainer = MOGRPOTrainer(model=path, args=cfg, train_dataset=_dataset(args.prompts), callbacks=[Timer()],
+        trainer = MOGRPOTrainer(model=path, args=cfg, train_dataset=_dataset(args.prompts), callbacks=[PhaseLog()],
                                 peft_config=peft_config)
+        timer = WholeStepTimer().attach(trainer)  # last: the trainer's end-of-step work is inside the step
         torch.manual_seed(0)
         trainer.train()
+        times = timer.times
     phases = {k: statistics.median(v[1:] or v) for k, v in phases.items()}  # first step: warm-up
     return {"times": times, "phases": phases, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 

@@ -28,12 +28,12 @@ import warnings
 
 import torch
 from datasets import Dataset
-from transformers import TrainerCallback
 
 from moalign import weighting
 from moalign.objectives import Accuracy, Clarity, Conciseness, as_objective, available_objectives, register_objective
 from moalign.tiny import tiny_model_and_tokenizer
 from moalign.trainer import MOGRPOConfig, MOGRPOTrainer
+from step_timer import WholeStepTimer  # benchmarks/step_timer.py (this script's folder is on sys.path)
 
 BASE_OBJECTIVES = ["accuracy", "conciseness", "clarity"]
 
@@ -50,23 +50,8 @@ def _short(completions, **_):
     return [float(len(c[0]["content"] if isinstance(c, list) else c) < 20) for c in completions]
 
 
+STEP_CLOCK = [time.perf_counter]  # --clock cpu: time.process_time
 EXTRA = [("has_digit", _has_digit), ("has_space", _has_space), ("short", _short)]
-
-
-class _StepTimer(TrainerCallback):
-    """Per-step time: wall clock, or with ``clock=time.process_time`` the CPU time of this process (all its threads),
-    which other processes on a shared machine do not inflate."""
-
-    clock = time.perf_counter
-
-    def __init__(self):
-        self.times, self._t = [], None
-
-    def on_step_begin(self, args, state, control, **kw):
-        self._t = type(self).clock()
-
-    def on_step_end(self, args, state, control, **kw):
-        self.times.append(type(self).clock() - self._t)
 
 
 def _dataset(n=64):
@@ -98,22 +83,23 @@ def _objectives(k):
 def run_config(args, label, strategy, params, k, estimator="grpo", trl_plain=False):
     model, tok = tiny_model_and_tokenizer(seed=0, hidden_size=args.hidden, num_hidden_layers=args.layers,
                                           intermediate_size=2 * args.hidden)
-    timer = _StepTimer()
+    timer = WholeStepTimer(clock=STEP_CLOCK[0])
     with tempfile.TemporaryDirectory() as out:
         if trl_plain:
             from trl import GRPOConfig, GRPOTrainer
 
             trainer = GRPOTrainer(model=model, reward_funcs=_objectives(3), args=GRPOConfig(**_common(args, out)),
-                                  train_dataset=_dataset(), processing_class=tok, callbacks=[timer])
+                                  train_dataset=_dataset(), processing_class=tok)
         else:
             objs = _objectives(k)
             cfg = MOGRPOConfig(objectives=[o.name for o in objs], strategy="fixed", advantage_estimator=estimator,
                                **_common(args, out))
             strat = weighting.build(strategy, k, [o.name for o in objs], **params)
             trainer = MOGRPOTrainer(model=model, args=cfg, train_dataset=_dataset(), processing_class=tok,
-                                    objectives=objs, strategy=strat, callbacks=[timer])
+                                    objectives=objs, strategy=strat)
             if getattr(strat, "bench_two_pass", False):
                 trainer._gram_one_pass = False
+        timer.attach(trainer)  # last, so the trainer's end-of-step work (engine.finish) is inside the step
         torch.manual_seed(0)
         trainer.train()
     return timer.times[1:]
@@ -175,7 +161,7 @@ def main():
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
     if args.clock == "cpu":
-        _StepTimer.clock = time.process_time
+        STEP_CLOCK[0] = time.process_time
 
     configs = SUITES.get(args.suite) or strategy_suite()
     samples = {c[0]: [] for c in configs}
