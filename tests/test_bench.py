@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import psutil  # comes with accelerate
 import pytest
 from typer.testing import CliRunner
 
@@ -179,3 +185,56 @@ def test_bench_cli_quick_writes_tables_and_reports(tmp_path):
 def test_bench_cli_bad_seeds(tmp_path):
     result = CliRunner().invoke(app, ["bench", "--seeds", "a,b", "--out", str(tmp_path)])
     assert result.exit_code != 0 and "comma-separated integers" in result.output
+
+
+def _running(pids):
+    alive = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+@pytest.mark.parametrize("how", ["sigterm", "ctrl-c"])
+def test_a_stopped_bench_ends_its_workers_keeps_finished_runs_and_resumes(tmp_path, how):
+    """``kill <pid>`` (SIGTERM) left the pool's workers training on as orphans; Ctrl-C (SIGINT to the terminal's whole
+    process group) waited for the running runs, then trained the queued ones. Now both end the workers at once, keep
+    the finished runs, and the same command trains only the rest."""
+    out, log = tmp_path / "bench", tmp_path / "log"
+    args = ["bench", "--quick", "--steps", "2", "--seeds", "3,4", "--methods", "fixed-balanced,gradient",
+            "--out", str(out)]
+    with open(log, "w") as f:  # a file, not a pipe: orphans would hold a pipe open
+        proc = subprocess.Popen([sys.executable, "-m", "moalign.cli", *args, "--workers", "2"], stdout=f,
+                                stderr=subprocess.STDOUT, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                                start_new_session=True)
+    try:
+        children, deadline = set(), time.monotonic() + 300
+        while not list(out.glob("grpo/*/timing.json")):  # then one run is finished and the others are training
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            children |= {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
+            time.sleep(0.1)
+        children |= {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
+        if how == "sigterm":
+            proc.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=60) == 130, log.read_text()
+        for _ in range(50):  # the bench waits for its workers to end; allow for the last ones to be reaped
+            if not _running(children):
+                break
+            time.sleep(0.1)
+        assert not _running(children), f"{how}: processes left running {_running(children)}\n{log.read_text()}"
+    finally:
+        if proc.poll() is None or _running(children):
+            os.killpg(proc.pid, signal.SIGKILL)  # the bench and anything it left behind (same process group)
+    finished = sorted(p.parent for p in out.glob("grpo/*/timing.json"))
+    assert f"interrupted: {len(finished)} of 4 runs are finished and kept" in log.read_text()
+    stamps = {d: (d / "evals.jsonl").stat().st_mtime_ns for d in finished}
+    again = CliRunner().invoke(app, [*args, "--workers", "1"])
+    assert again.exit_code == 0, again.output
+    assert {d: (d / "evals.jsonl").stat().st_mtime_ns for d in finished} == stamps  # reused, not retrained
+    trained = 4 - len(finished)
+    assert f"for the {trained} of 4 runs trained by the last invocation" in (out / "bench.md").read_text()
