@@ -65,6 +65,7 @@ def _common(args, out):
         output_dir=out, per_device_train_batch_size=args.batch, num_generations=args.generations,
         max_completion_length=args.completion_length, max_steps=args.steps, learning_rate=1e-4, report_to="none",
         logging_steps=1000, use_cpu=True, seed=0, save_strategy="no", disable_tqdm=True,
+        bf16=False,  # float32 for both: TRL's GRPOConfig alone would autocast in bf16 (moalign.precision)
         # Every completion gets exactly completion_length tokens, so generation costs the same whatever the strategy
         # did to the policy and the step-time ratios measure only moalign's overhead.
         generation_kwargs={"min_new_tokens": args.completion_length},

@@ -201,7 +201,7 @@ def test_gram_path_with_fixed_weights_is_exactly_trls_update(tmp_path, gas, spg,
     common = dict(
         per_device_train_batch_size=8 // spg, num_generations=4, max_completion_length=12, max_steps=1,
         learning_rate=1e-2, report_to="none", logging_steps=1, use_cpu=True, seed=0, save_strategy="no",
-        disable_tqdm=True, gradient_accumulation_steps=gas, steps_per_generation=spg, loss_type=loss_type,
+        disable_tqdm=True, gradient_accumulation_steps=gas, steps_per_generation=spg, loss_type=loss_type, bf16=False,  # both in float32: TRL's GRPOConfig alone would autocast in bf16
     )
     model_a, tok_a = tiny_model_and_tokenizer(seed=0, num_hidden_layers=2)
     model_b, tok_b = tiny_model_and_tokenizer(seed=0, num_hidden_layers=2)

@@ -61,7 +61,7 @@ def test_fixed_grpo_matches_trl_grpo_trainer(tmp_path):
     common = dict(
         per_device_train_batch_size=8, num_generations=4, max_completion_length=12, max_steps=1,
         learning_rate=1e-2, report_to="none", logging_steps=1, use_cpu=True, seed=0, save_strategy="no",
-        disable_tqdm=True,
+        disable_tqdm=True, bf16=False,  # both in float32: TRL's GRPOConfig alone would autocast in bf16
     )
     model_a, tok_a = tiny_model_and_tokenizer(seed=0, num_hidden_layers=2)
     model_b, tok_b = tiny_model_and_tokenizer(seed=0, num_hidden_layers=2)

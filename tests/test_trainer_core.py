@@ -57,6 +57,7 @@ COMMON = dict(
     report_to="none",
     logging_steps=1,
     use_cpu=True,
+    bf16=False,  # TRL's GRPOConfig would autocast in bf16; MOGRPOConfig trains in float32 on CPU (moalign.precision)
     seed=0,
     save_strategy="no",
     disable_tqdm=True,
