@@ -90,3 +90,19 @@ def test_demo_refuses_the_habits_member_with_the_bench_command():
 
     with pytest.raises(ValueError, match="moalign bench --task habits --objectives K"):
         DemoConfig(task="habits")
+
+
+def test_habits_warm_start_is_shipped_and_shows_every_habit_at_its_share(tmp_path, monkeypatch):
+    from moalign.warmstart import SHIPPED, warm_start
+
+    monkeypatch.setenv("MOALIGN_CACHE", str(tmp_path))  # an empty cache: the shipped checkpoint must answer
+    cfg = WarmStartConfig(task=SyntheticConfig(variant="habits"))
+    path = warm_start(cfg, progress=False)
+    assert path == SHIPPED / cfg.cache_key()
+    meta = json.loads((path / "warmstart.json").read_text())
+    assert WarmStartConfig.from_dict(meta["config"]).cache_key() == meta["cache_key"] == cfg.cache_key()
+    sampled = meta["calibration"]["sampled"]
+    for habit in HABITS:  # 200 sampled val completions: within ~3 binomial standard deviations of the data's share
+        share = HABIT_SHARES[habit]
+        assert abs(sampled["habits"][habit] - share) < 3 * np.sqrt(share * (1 - share) / 200) + 0.01, habit
+    assert 0.3 < sampled["accuracy"] < 0.7 and sampled["truncated"] == 0.0
