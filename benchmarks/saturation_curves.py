@@ -9,6 +9,11 @@ speed.
     python benchmarks/saturation_curves.py                     # 2 members x 3 emphases x 3 seeds x 30 steps
     python benchmarks/saturation_curves.py --seeds 0 --steps 6  # smoke size
 
+The ``habits`` member (accuracy and seven habits) is plotted from runs that already exist instead of training new ones:
+``--habits-runs 'runs/bench_habits/K8/uniform-seed*'`` reads the K = 8 bench's uniform-weight runs (every habit
+scored, weight 1/8 each) and writes ``--habits-figure`` (default ``docs/images/habit_saturation.png``) and
+``habits_summary.json`` in ``--out``.
+
 Runs go to ``--out`` (default ``runs/saturation``) and are reused when complete, so an interrupted sweep resumes.
 Writes ``--figure`` (default ``docs/images/saturation_curves.png``) and ``summary.json`` in ``--out`` (mean curves,
 mean rewards over steps 1-3, 4-6, 10-12, 19-21 and 28-30, CPU time of the runs trained by this call).
@@ -115,6 +120,46 @@ def plot(curves: dict, path: Path, emphasis: float) -> None:
     fig.savefig(path, dpi=110)
 
 
+def habit_curves(run_dirs: list[Path]) -> dict:
+    """Mean, min and max over runs of each objective's training reward per RL step (``steps.jsonl``), and the
+    window means of :data:`WINDOWS`; the objectives are those the runs scored."""
+    per_run = []
+    for d in run_dirs:
+        lines = [json.loads(x) for x in (Path(d) / "steps.jsonl").read_text().splitlines() if x.strip()]
+        per_run.append({o: [line["rewards"][o] for line in lines] for o in lines[0]["rewards"]})
+    steps = min(len(c) for r in per_run for c in r.values())
+    out = {"runs": [str(d) for d in run_dirs], "steps": steps, "objectives": {}}
+    for o in per_run[0]:
+        stacked = np.array([r[o][:steps] for r in per_run])
+        out["objectives"][o] = {"mean": stacked.mean(0).tolist(), "min": stacked.min(0).tolist(),
+                                "max": stacked.max(0).tolist(), "window_means": window_means(stacked.mean(0).tolist())}
+    return out
+
+
+def plot_habits(curves: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.6))
+    cmap = plt.get_cmap("tab10")
+    for i, (o, c) in enumerate(curves["objectives"].items()):
+        steps = np.arange(1, len(c["mean"]) + 1)
+        ax.plot(steps, c["mean"], color=cmap(i), lw=2.2 if o == "accuracy" else 1.4, label=o)
+        ax.fill_between(steps, c["min"], c["max"], color=cmap(i), alpha=0.08, lw=0)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("RL step")
+    ax.set_ylabel("mean training reward")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8, ncol=2)
+    ax.set_title(f"habits member, K = {len(curves['objectives'])}, uniform weights: mean over "
+                 f"{len(curves['runs'])} seeds (bands: min-max)", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", default=",".join(TASKS))
@@ -124,7 +169,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default="runs/saturation")
     parser.add_argument("--figure", default="docs/images/saturation_curves.png")
+    parser.add_argument("--habits-runs", default=None, help="glob of existing habits runs to plot instead (no training)")
+    parser.add_argument("--habits-figure", default="docs/images/habit_saturation.png")
     args = parser.parse_args(argv)
+    if args.habits_runs:
+        import glob
+
+        curves = habit_curves(sorted(Path(p) for p in glob.glob(args.habits_runs)))
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "habits_summary.json").write_text(json.dumps(curves, indent=1))
+        plot_habits(curves, Path(args.habits_figure))
+        for o, c in curves["objectives"].items():
+            print(f"{o:16s} " + " ".join(f"{k}: {v:.2f}" for k, v in c["window_means"].items()))
+        return curves
     tasks = args.tasks.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.out)

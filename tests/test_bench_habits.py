@@ -102,3 +102,24 @@ def test_a_run_trained_with_other_settings_is_not_reused(tmp_path):
     _write_run(tmp_path, "uniform", 0, [[0.1, 0.1]], cfg=HabitsBenchConfig(objectives=2, steps=5))
     with pytest.raises(ValueError, match="trained with other settings"):
         _complete(tmp_path / "K2" / "uniform-seed0", cfg, needs_val=False)
+
+
+def test_habit_saturation_curves_average_the_runs_training_rewards(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("saturation_curves", root / "benchmarks" / "saturation_curves.py")
+    sat = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sat)
+    runs = []
+    for seed, rewards in enumerate(([0.2, 0.4, 0.6], [0.4, 0.4, 1.0])):
+        run = tmp_path / f"uniform-seed{seed}"
+        run.mkdir()
+        (run / "steps.jsonl").write_text("".join(
+            json.dumps({"rewards": {"accuracy": r, "habit_gap": 1 - r}}) + "\n" for r in rewards))
+        runs.append(run)
+    curves = sat.habit_curves(runs)
+    assert curves["objectives"]["accuracy"]["mean"] == pytest.approx([0.3, 0.4, 0.8])
+    assert curves["objectives"]["habit_gap"]["max"] == pytest.approx([0.8, 0.6, 0.4])
+    assert curves["objectives"]["accuracy"]["window_means"] == {"1-3": 0.5}
