@@ -60,6 +60,8 @@ def test_demo_config_errors():
     with pytest.raises(ValueError, match="--steps and --seeds must be >= 1"):
         DemoConfig(steps=0)
     assert DemoConfig(quick=True).steps == 4
+    with pytest.raises(ValueError, match="--workers must be >= 1"):
+        DemoConfig(workers=0)
 
 
 def test_quiet_libraries_is_scoped_and_restores_switches():

@@ -226,12 +226,15 @@ def _stop_on_signals():
             signal.signal(s, handler)
 
 
-def _train_jobs(todo: list[dict[str, Any]], workers: int, bar: _RunProgress) -> None:
-    """Train the runs, ``workers`` at a time; each finished run is complete on disk, so an interrupted bench resumes."""
+def _train_jobs(todo: list[dict[str, Any]], workers: int, bar, run=None) -> None:
+    """Train the runs, ``workers`` at a time; each finished run is complete on disk, so an interrupted bench resumes.
+    ``run(job) -> seconds`` trains one (default :func:`_timed_run`; a module-level function, so that a spawned worker
+    can import it); ``bar`` has ``running(job)`` and ``finished(job, seconds)`` (``moalign demo`` shares this)."""
+    run = run or _timed_run
     if workers == 1:
         for job in todo:
             bar.running(job)
-            bar.finished(job, _timed_run(job))
+            bar.finished(job, run(job))
         return
     import multiprocessing
 
@@ -240,7 +243,7 @@ def _train_jobs(todo: list[dict[str, Any]], workers: int, bar: _RunProgress) -> 
     # a spawned worker starts with the libraries' defaults: it gets the command's choice (quiet or --verbose)
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=quiet_worker,
                              initargs=(libraries_quiet(),)) as pool:
-        futures = {pool.submit(_timed_run, job): job for job in todo}
+        futures = {pool.submit(run, job): job for job in todo}
         try:
             for fut in as_completed(futures):
                 bar.finished(futures[fut], fut.result())  # a failed run re-raises here, with its traceback

@@ -261,13 +261,14 @@ def demo_command(
     out: Annotated[Path, typer.Option(help="Where the runs and the report go.")] = Path("runs/demo"),
     methods: Annotated[list[str] | None, typer.Option(help="Subset of methods (comma-separated).")] = None,
     task: Task = "coupled",
+    workers: Annotated[int, typer.Option(help="Runs trained at once (one process and one thread each).")] = 2,
     verbose: Verbose = False,
 ) -> None:
     """Warm start -> RL with fixed presets and dynamic strategies on the synthetic task -> evaluation -> report."""
     from .demo import GRADIENT_NOTE, DemoConfig, run_demo, seeds_note
     from .report import MODE_NAMES
 
-    kwargs = {"quick": quick, "seeds": seeds, "out": str(out), "task": task}
+    kwargs = {"quick": quick, "seeds": seeds, "out": str(out), "task": task, "workers": workers}
     if steps is not None:
         kwargs["steps"] = steps
     if methods:
@@ -277,6 +278,9 @@ def demo_command(
     except ValueError as exc:
         _fail(str(exc))
         return
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the demo's workers are stopped
+        console.print(f"interrupted: the finished runs are in {out}")
+        raise typer.Exit(code=130) from None
     runs = json.loads((index.parent / "summary.json").read_text())["runs"]
     table = Table()
     for column in ("run", "normalised HV", "mode (last evaluation)"):

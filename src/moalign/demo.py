@@ -6,6 +6,7 @@ evaluation on the test split every few steps (step 0 included) -> ``moalign repo
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import logging
 import time
@@ -72,6 +73,7 @@ class DemoConfig:
     max_completion_length: int = 64
     validation_size: int = 64  # val-split problems per hypervolume validation point
     task: str = "coupled"  # member of the synthetic task family (moalign.data.synthetic.VARIANTS)
+    workers: int = 2  # runs trained at once, one process and one thread each (the tiny model gains nothing from more)
 
     def __post_init__(self):
         if self.quick:
@@ -85,6 +87,8 @@ class DemoConfig:
             raise ValueError(f"unknown demo method(s) {unknown}; choose from {', '.join(m[0] for m in METHODS)}")
         if self.steps < 1 or self.seeds < 1:
             raise ValueError(f"--steps and --seeds must be >= 1, got {self.steps} and {self.seeds}")
+        if self.workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {self.workers}")
         check_task(self.task)
         if self.task == "habits":
             raise ValueError("the habits member has K objectives (accuracy and K - 1 habits), not the demo's three; run "
@@ -187,39 +191,73 @@ def _train_one(label, strategy, params, estimator, seed, model_dir, splits, cfg:
     )
 
 
+def _demo_job(job: dict[str, Any]) -> float:
+    """One demo run, in a worker process (or in this one with one worker), on one thread; returns its wall time."""
+    import torch
+
+    from .data.synthetic import load_synthetic
+
+    cfg = DemoConfig(**job["cfg"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    linearity = _DemoKnowsLinearity()
+    logging.getLogger("moalign.mo_config").addFilter(linearity)
+    started = time.perf_counter()
+    try:
+        _train_one(job["label"], job["strategy"], job["params"], job["estimator"], job["seed"], Path(job["model_dir"]),
+                   load_synthetic(seed=0, variant=cfg.task), cfg, Path(job["run_dir"]))
+    finally:
+        logging.getLogger("moalign.mo_config").removeFilter(linearity)
+        torch.set_num_threads(threads)
+    return time.perf_counter() - started
+
+
+class _DemoProgress:
+    """The demo's bar over its runs (what :func:`moalign.bench._train_jobs` reports to)."""
+
+    def __init__(self, total: int, enabled: bool):
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                   TimeElapsedColumn()]
+        self.bar = Progress(*columns, disable=not enabled)
+        self.task = self.bar.add_task("RL runs", total=total)
+
+    def __enter__(self) -> _DemoProgress:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.stop()
+
+    def running(self, job: dict[str, Any]) -> None:
+        self.bar.update(self.task, description=f"RL: {job['label']} (seed {job['seed']})")
+
+    def finished(self, job: dict[str, Any], seconds: float) -> None:
+        self.bar.update(self.task, advance=1, description=f"RL: {job['label']} (seed {job['seed']}) done")
+
+
 def run_demo(cfg: DemoConfig, progress: bool = True) -> Path:
     """Run the whole demo; returns the path of the report's ``index.html``.
 
-    The libraries' warnings and bars follow their own settings here; ``moalign demo`` hides them (``moalign._quiet``).
+    ``cfg.workers`` runs train at once, each in its own process on one thread (as ``moalign bench`` trains). The
+    libraries' warnings and bars follow their own settings here; ``moalign demo`` hides them (``moalign._quiet``).
     """
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from .data.synthetic import load_synthetic
+    from .bench import _stop_on_signals, _train_jobs
     from .report import build_report
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     model_dir = task_warm_start(cfg.task, progress=progress)
-    splits = load_synthetic(seed=0, variant=cfg.task)
     methods = [m for m in METHODS if m[0] in cfg.methods]
-    jobs = [(m, seed) for seed in range(cfg.seeds) for m in methods]
-    run_dirs = []
-    columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TimeElapsedColumn()]
-    linearity = _DemoKnowsLinearity()
-    logging.getLogger("moalign.mo_config").addFilter(linearity)
-    try:
-        with Progress(*columns, disable=not progress) as bar:
-            task = bar.add_task("RL runs", total=len(jobs))
-            for (label, strategy, params, estimator), seed in jobs:
-                bar.update(task, description=f"RL: {label} (seed {seed})")
-                run_dir = out / f"{label}-seed{seed}"
-                _train_one(label, strategy, params, estimator, seed, model_dir, splits, cfg, run_dir)
-                run_dirs.append(run_dir)
-                bar.advance(task)
-    finally:
-        logging.getLogger("moalign.mo_config").removeFilter(linearity)
+    jobs = [{"label": label, "strategy": strategy, "params": params, "estimator": estimator, "seed": seed,
+             "model_dir": str(model_dir), "run_dir": str(out / f"{label}-seed{seed}"),
+             "cfg": dataclasses.asdict(cfg) | {"quick": False}}
+            for seed in range(cfg.seeds) for label, strategy, params, estimator in methods]
+    with _DemoProgress(len(jobs), progress) as bar, _stop_on_signals():
+        _train_jobs(jobs, min(cfg.workers, len(jobs)), bar, run=_demo_job)
+    run_dirs = [Path(job["run_dir"]) for job in jobs]
     note = html.escape(seeds_note(cfg.seeds)).replace("`moalign bench`", "<code>moalign bench</code>")
     index = build_report(run_dirs, out / "report", split="test", extra_html=f"<p><b>{note}</b></p>")
     logger.info("demo finished in %.0f s", time.perf_counter() - started)
