@@ -123,3 +123,10 @@ def test_habit_saturation_curves_average_the_runs_training_rewards(tmp_path):
     assert curves["objectives"]["accuracy"]["mean"] == pytest.approx([0.3, 0.4, 0.8])
     assert curves["objectives"]["habit_gap"]["max"] == pytest.approx([0.8, 0.6, 0.4])
     assert curves["objectives"]["accuracy"]["window_means"] == {"1-3": 0.5}
+
+
+def test_three_objective_bench_config_refuses_the_habits_member():
+    from moalign.bench import BenchConfig
+
+    with pytest.raises(ValueError, match="--task habits --objectives K"):
+        BenchConfig(task="habits")

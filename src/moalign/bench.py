@@ -91,6 +91,9 @@ class BenchConfig:
         from .demo import TASK_EVAL_TEMPERATURE, check_task
 
         check_task(self.task)
+        if self.task == "habits":
+            raise ValueError("the habits member has K objectives and its own bench: moalign bench --task habits "
+                             "--objectives K, or moalign.bench_habits.HabitsBenchConfig")
         if self.eval_temperature is None:
             self.eval_temperature = TASK_EVAL_TEMPERATURE[self.task]
         if not (math.isfinite(self.eval_temperature) and self.eval_temperature >= 0):
