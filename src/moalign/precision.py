@@ -2,14 +2,17 @@
 
 TRL's ``GRPOConfig`` turns ``bf16`` on whenever ``fp16`` is off, and Accelerate then runs every forward (update,
 generation, evaluation) under bf16 autocast, on CPU too. On a CPU without bf16 hardware that autocast is emulated:
-one forward+backward of the demo model took 11x longer than in float32 on an AMD EPYC (AVX2). With bf16 hardware
-(AVX512-BF16/AMX) it was still slower than float32, 1.9x for the demo model (docs/BENCHMARKS.md, "Precision on
-CPU"), so float32 is the CPU default on every CPU, which also keeps a run's numerics the same across CPUs.
+one forward+backward of the demo model took 11x longer than in float32 on an AMD EPYC (AVX2), and 5-25x per phase
+under AVX2 emulation here. With bf16 hardware (AMX, AVX512-BF16) bf16 autocast pays only for large enough models:
+it was slower than float32 for the demo model (0.6 M parameters) and 1.5-4x faster for SmolLM2-135M
+(docs/BENCHMARKS.md, "Precision on CPU").
 
-The rule, applied when ``MOGRPOConfig`` is built with ``bf16`` unset:
+The rule, applied when ``MOGRPOConfig`` is built with ``bf16`` unset, and again by ``MOGRPOTrainer`` once it knows the
+model's size:
 
 * a ``bf16`` or ``fp16`` the user set always wins (bf16 on a CPU without bf16 hardware is warned about);
-* training on CPU (``use_cpu``, or no accelerator): float32;
+* training on CPU (``use_cpu``, or no accelerator): float32, unless the CPU has bf16 hardware and the model has at
+  least :data:`CPU_BF16_MIN_PARAMETERS` parameters, where bf16 autocast was measured faster;
 * an accelerator with bf16 support: bf16 mixed precision (TRL's default);
 * an accelerator without it: float32.
 
@@ -25,9 +28,15 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PrecisionChoice", "choose_precision", "cpu_info", "cpu_has_native_bf16", "has_accelerator"]
+__all__ = ["CPU_BF16_MIN_PARAMETERS", "PrecisionChoice", "choose_precision", "cpu_has_native_bf16", "cpu_info",
+           "has_accelerator"]
 
 logger = logging.getLogger(__name__)
+
+#: With bf16 hardware, bf16 autocast beats float32 on CPU from about this model size on: one forward+backward at
+#: 0.8 M parameters took the same time, at 7.3 M 0.70x and at 59 M 0.56x of float32's (AMX, one thread), and a whole
+#: RL step of the 0.6 M demo model was slower (per-token generation is dominated by autocast's per-op overhead).
+CPU_BF16_MIN_PARAMETERS = 10_000_000
 
 _logged: set[tuple[str, str]] = set()
 
@@ -99,8 +108,10 @@ def _accelerator_has_bf16() -> bool:
     return bool(is_torch_bf16_gpu_available() or is_torch_xla_available())
 
 
-def choose_precision(*, bf16: bool | None, fp16: bool | None, use_cpu: bool) -> PrecisionChoice:
-    """Apply the rule of this module's docstring. ``bf16=None`` means unset; ``fp16`` unset is ``None`` or False."""
+def choose_precision(*, bf16: bool | None, fp16: bool | None, use_cpu: bool,
+                     n_parameters: int | None = None) -> PrecisionChoice:
+    """Apply the rule of this module's docstring. ``bf16=None`` means unset; ``fp16`` unset is ``None`` or False;
+    ``n_parameters`` is the model's size where known (None when a config is built before its model)."""
     on_cpu = bool(use_cpu) or not has_accelerator()
     device = "cpu" if on_cpu else "accelerator"
     if bf16 is not None or fp16:
@@ -108,20 +119,44 @@ def choose_precision(*, bf16: bool | None, fp16: bool | None, use_cpu: bool) -> 
         dtype = "bf16 mixed" if bf16 else ("fp16 mixed" if fp16 else "float32")
         reason = "set in the config"
         if on_cpu and bf16 and not cpu_has_native_bf16():
-            reason += ("; this CPU has no bf16 hardware, so bf16 autocast is emulated (about 10x slower than "
-                       "float32: docs/BENCHMARKS.md, 'Precision on CPU'); unset bf16 to train in float32")
+            reason += ("; this CPU has no bf16 hardware, so bf16 autocast is emulated (5-25x slower than float32: "
+                       "docs/BENCHMARKS.md, 'Precision on CPU'); unset bf16 to train in float32")
         choice = PrecisionChoice(device, dtype, bf16, fp16, True, reason)
-    elif on_cpu:
-        hardware = "has" if cpu_has_native_bf16() else "has no"
+    elif on_cpu and not cpu_has_native_bf16():
         choice = PrecisionChoice(device, "float32", False, False, False,
-                                 f"training on CPU (this CPU {hardware} bf16 hardware): float32 is faster than bf16 "
-                                 "autocast on CPU with or without it (docs/BENCHMARKS.md, 'Precision on CPU')")
+                                 "training on CPU without bf16 hardware, where bf16 autocast is emulated")
+    elif on_cpu and n_parameters is not None and n_parameters >= CPU_BF16_MIN_PARAMETERS:
+        choice = PrecisionChoice(device, "bf16 mixed", True, False, False,
+                                 f"training on CPU with bf16 hardware, model of {n_parameters / 1e6:.0f} M parameters "
+                                 f"(>= {CPU_BF16_MIN_PARAMETERS / 1e6:.0f} M): bf16 autocast measured faster")
+    elif on_cpu:
+        size = "size not known yet" if n_parameters is None else f"{n_parameters / 1e6:.1f} M parameters"
+        choice = PrecisionChoice(device, "float32", False, False, False,
+                                 f"training on CPU with bf16 hardware, model {size} (bf16 autocast pays from "
+                                 f"{CPU_BF16_MIN_PARAMETERS / 1e6:.0f} M parameters)")
     elif _accelerator_has_bf16():
         choice = PrecisionChoice(device, "bf16 mixed", True, False, False, "the accelerator supports bf16")
     else:
         choice = PrecisionChoice(device, "float32", False, False, False, "the accelerator does not support bf16")
-    _log_once(choice)
+    if n_parameters is not None or choice.set_by_user or not (on_cpu and cpu_has_native_bf16()):
+        _log_once(choice)  # a provisional choice (CPU with bf16 hardware, size unknown) is logged once it is final
     return choice
+
+
+def choose_for_model(args, model) -> None:
+    """Re-decide ``args``' precision now that the model is known (``MOGRPOTrainer``, before Accelerate is set up):
+    only where the config left it unset and the CPU has bf16 hardware, the one case that depends on the size."""
+    choice = getattr(args, "precision", None)
+    if choice is None or choice.set_by_user or choice.device != "cpu" or not cpu_has_native_bf16():
+        return
+    if not hasattr(model, "parameters"):  # a path TRL loads itself: float32, as provisionally chosen
+        _log_once(choice)
+        return
+    args.precision = choose_precision(bf16=None, fp16=None, use_cpu=True,
+                                      n_parameters=sum(p.numel() for p in model.parameters()))
+    args.bf16 = args.precision.bf16
+    # TrainingArguments derived this from bf16 in __post_init__; the trainer's Accelerator reads it.
+    args.mixed_precision = "bf16" if args.bf16 else "no"
 
 
 def _log_once(choice: PrecisionChoice) -> None:

@@ -36,6 +36,7 @@ from . import weighting
 from .evaluation import eval_metric_name
 from .mo_config import DEFAULT_OBJECTIVES, MOGRPOConfig, check_objective_params, resolve_objectives
 from .objectives import RewardModelObjective, objective_spec_json, prepare_reward_models
+from .precision import choose_for_model
 from .rl.engine import StepEngine
 from .rl.gram import GramProbe, gram_setup_problem, select_parameters
 from .rl.post_update import batch_clipped_advantage_weights
@@ -139,6 +140,7 @@ class MOGRPOTrainer(GRPOTrainer):
             from .models import resolve_model
 
             model = resolve_model(model)
+        choose_for_model(args, model)  # bf16 on a CPU with bf16 hardware pays only for large enough models
 
         super().__init__(model=model, reward_funcs=self._guards, args=args, train_dataset=train_dataset,
                          eval_dataset=eval_dataset, processing_class=processing_class, callbacks=callbacks,
