@@ -130,3 +130,22 @@ def test_three_objective_bench_config_refuses_the_habits_member():
 
     with pytest.raises(ValueError, match="--task habits --objectives K"):
         BenchConfig(task="habits")
+
+
+def test_each_method_trains_with_its_settings(tmp_path, monkeypatch):
+    """What _train_one hands the trainer: K objectives, the aggregation of GDPO/MO-GRPO, the LR control's scaled
+    learning rate, val evaluations for sweep runs only."""
+    import moalign.demo
+    from moalign.bench_habits import _train_one
+
+    calls = {}
+    monkeypatch.setattr(moalign.demo, "train_synthetic_run", lambda **kw: calls.__setitem__(kw["label"], kw))
+    cfg = HabitsBenchConfig(objectives=3, seeds=[0], sweep_presets=1, out=str(tmp_path))
+    for label, strategy, params in habits_methods(cfg):
+        _train_one(cfg, label, strategy, params, 0, tmp_path, tmp_path / label)
+    assert calls["uniform"]["objectives"] == habits_objectives(3) and calls["uniform"]["learning_rate"] == 1e-4
+    assert calls["uniform-lr1.5x"]["learning_rate"] == pytest.approx(1.5e-4)
+    assert calls["mo-grpo"]["trainer_args"] == {"multi_objective_aggregation": "mo_grpo"}
+    assert calls["gdpo"]["trainer_args"] == {"multi_objective_aggregation": "normalize_then_sum"}
+    assert calls["uniform"]["trainer_args"] is None and calls["uniform"]["eval_temperature"] == 1.0
+    assert len(calls["sweep-0"]["callbacks"]) == 1 and not calls["saw"]["callbacks"]
