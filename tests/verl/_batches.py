@@ -39,7 +39,7 @@ def legacy_batch(rewards, uids, lengths, names=NAMES, prompt_len: int = 5):
     from tensordict import TensorDict
     from verl import DataProto
 
-    mask = response_mask(lengths)
+    mask = response_mask(lengths, width=max(10, int(np.max(lengths))))
     n, width = mask.shape
     attention = torch.cat([torch.ones(n, prompt_len, dtype=torch.int64), mask], dim=1)
     batch = TensorDict({

@@ -15,7 +15,7 @@ from functools import partial
 from verl.experimental.reward_loop.reward_manager import register as register_reward_manager
 from verl.experimental.reward_loop.reward_manager.naive import NaiveRewardManager
 
-from .reward import compute_score
+from .reward import compute_score as score_with_objectives
 from .session import LENGTH_KEY
 
 __all__ = ["NAME", "MORewardManager"]
@@ -26,12 +26,13 @@ NAME = "moalign"
 class MORewardManager(NaiveRewardManager):
     """verl's naive reward manager scoring with moalign objectives, plus the response length."""
 
-    def __init__(self, config, tokenizer, compute_score_fn=None, *args, **kwargs):
-        super().__init__(config, tokenizer, compute_score_fn, *args, **kwargs)
+    # ``compute_score`` by that name: verl's load_reward_manager passes it as a keyword
+    def __init__(self, config, tokenizer, compute_score=None, *args, **kwargs):
+        super().__init__(config, tokenizer, compute_score, *args, **kwargs)
         custom = config.get("reward", {}).get("custom_reward_function", {}) or {}
         if not custom.get("path"):
             block = config.get("algorithm", {}).get("moalign", None) or {}
-            self.compute_score = partial(compute_score, objectives=block.get("objectives", None))
+            self.compute_score = partial(score_with_objectives, objectives=block.get("objectives", None))
             self.is_async_reward_score = False
 
     async def run_single(self, data):

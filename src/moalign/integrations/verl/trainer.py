@@ -15,6 +15,8 @@ It is verl's synchronous trainer (``PPOTrainerSync``) with five hooks, each call
 * ``_val_metrics_update``: the validation pass's per-response columns become the policy's normalised point
   (the reference point at step 0, later the hypervolume strategy's next point).
 * ``_save_checkpoint`` / ``_load_checkpoint``: ``moalign_state.json`` beside verl's ``actor/`` and ``data.pt``.
+
+With ``trainer.device=cpu`` it also swaps in the CPU actor worker of :mod:`.cpu` (``_init_resource_pool_mgr``).
 """
 
 from __future__ import annotations
@@ -56,11 +58,19 @@ class MOPPOTrainer(PPOTrainerSync):
         set_session(self.mo_session)
         super().__init__(config)
 
+    def _init_resource_pool_mgr(self):
+        super()._init_resource_pool_mgr()
+        if self.config.trainer.device == "cpu":  # verl's workers would ask torch for a "cpu:gloo,cpu:gloo" group
+            from .cpu import use_cpu_workers
+
+            use_cpu_workers(self.role_worker_mapping)
+
     def _compute_advantage(self, batch, metrics):
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id,
                                select_fields=["uid", "extra_fields", "response_mask"])
-        uids = np.array(data["uid"].tolist(), dtype=object)
-        infos = [(e or {}).get("reward_extra_info", {}) or {} for e in data["extra_fields"].tolist()]
+        # pop, not [...]: indexing a non-tensor field gives tensordict's LinkedList, pop its NonTensorStack
+        uids = np.array(data.pop("uid").tolist(), dtype=object)
+        infos = [(e or {}).get("reward_extra_info", {}) or {} for e in data.pop("extra_fields").tolist()]
         columns = {name: [info.get(name) for info in infos] for name in self.mo_session.names}
         lengths = [int(row.sum()) for row in data["response_mask"].unbind(0)]
         self.mo_session.stage(self.mo_session.rewards_from_columns(columns, lengths), uids)
