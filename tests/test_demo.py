@@ -34,6 +34,9 @@ def test_quick_demo_writes_report_and_evaluations(tmp_path):
     assert not leaked, "library output leaked into the demo's console:\n" + "\n".join(leaked)
     # The gradient run's GRPO setting is explained in the demo's words, not left as the config's warning.
     assert "assumes the update is linear" not in output
+    # The runs' precision is the command's to say (an INFO record, below the demo's WARNING level), never once per
+    # worker process (they logged it before log_for_runs).
+    assert output.count("precision:") <= 1
     assert " ".join(GRADIENT_NOTE.split()[:12]) in " ".join(output.split())
     report = out / "report"
     assert {"index.html", "fronts.png", "weights.png", "summary.json"} <= {p.name for p in report.iterdir()}

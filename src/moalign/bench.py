@@ -177,11 +177,13 @@ def _jobs(cfg: BenchConfig, model_dir: Path, out: Path) -> list[dict[str, Any]]:
 def run_bench(cfg: BenchConfig, progress: bool = True) -> Path:
     """Train every (estimator, method, seed) run, then write the tables; returns the path of ``bench.md``."""
     from .demo import task_warm_start
+    from .precision import log_for_runs
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     model_dir = task_warm_start(cfg.task, progress=progress)
+    log_for_runs(model_dir)
     jobs = _jobs(cfg, model_dir, out)
     todo = [j for j in jobs if not _complete(Path(j["run_dir"]), cfg)]
     with _RunProgress(total=len(jobs), done=len(jobs) - len(todo), enabled=progress) as bar, _stop_on_signals():

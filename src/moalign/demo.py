@@ -244,12 +244,14 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> Path:
     libraries' warnings and bars follow their own settings here; ``moalign demo`` hides them (``moalign._quiet``).
     """
     from .bench import _stop_on_signals, _train_jobs
+    from .precision import log_for_runs
     from .report import build_report
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     model_dir = task_warm_start(cfg.task, progress=progress)
+    log_for_runs(model_dir)
     methods = [m for m in METHODS if m[0] in cfg.methods]
     jobs = [{"label": label, "strategy": strategy, "params": params, "estimator": estimator, "seed": seed,
              "model_dir": str(model_dir), "run_dir": str(out / f"{label}-seed{seed}"),

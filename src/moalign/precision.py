@@ -143,6 +143,16 @@ def choose_precision(*, bf16: bool | None, fp16: bool | None, use_cpu: bool,
     return choice
 
 
+def log_for_runs(model_dir) -> None:
+    """Log, once, the precision the runs of ``moalign demo``/``bench`` will train in (their pool workers do not log):
+    float32 unless ``bf16`` is set, for a model of the size ``warmstart.json`` records."""
+    import json
+
+    meta = Path(model_dir) / "warmstart.json"
+    n_parameters = json.loads(meta.read_text()).get("n_parameters") if meta.exists() else None
+    choose_precision(bf16=None, fp16=None, use_cpu=True, n_parameters=n_parameters)
+
+
 def choose_for_model(args, model) -> None:
     """Re-decide ``args``' precision now that the model is known (``MOGRPOTrainer``, before Accelerate is set up):
     only where the config left it unset and the CPU has bf16 hardware, the one case that depends on the size."""
@@ -160,9 +170,11 @@ def choose_for_model(args, model) -> None:
 
 
 def _log_once(choice: PrecisionChoice) -> None:
+    import multiprocessing
+
     key = (choice.dtype, choice.reason)
-    if key in _logged:
-        return
+    if key in _logged or multiprocessing.parent_process() is not None:
+        return  # a pool worker of `moalign demo`/`bench`: the command logged its runs' choice (log_for_runs)
     _logged.add(key)
     level = logging.WARNING if "emulated" in choice.reason else logging.INFO
     logger.log(level, "precision: %s on %s (%s); set bf16/fp16 in the config to choose", choice.dtype,
