@@ -10,10 +10,15 @@ What it measures, on a random-init Qwen3-1.7B-shaped model built locally (no dow
 - one ``hypervolume`` step (validation points, evaluated at every step; ``--hypervolume-points train_batch`` for
   the batch's rewards instead);
 - all of it under bf16 (bf16 weights, ``bf16=True``);
-- where vLLM imports, one ``use_vllm: true, vllm_mode: colocate`` step, with each objective's mean reward.
+- where vLLM imports, one ``use_vllm: true, vllm_mode: colocate`` step, with each objective's mean reward;
+- where verl imports, ``--verl-steps`` steps of verl's own trainer (``python -m verl.trainer.main_ppo``) with the
+  moalign plugin (CTWA) on the same model and the synthetic task, through moalign's HF rollout
+  (``--verl-rollout vllm`` for vLLM); in the dry run on CPU (moalign.integrations.verl.cpu). ``--only-verl`` skips
+  the TRL parts (the verl environment's CI runs ``--dry-run --only-verl``).
 
     python benchmarks/gpu_check.py --json gpu_check.json   # one CUDA GPU; estimated 5-6 minutes (not yet run)
     python benchmarks/gpu_check.py --dry-run               # the same code on CPU, tiny model, fp32 (CI)
+    python benchmarks/gpu_check.py --dry-run --only-verl   # the verl step alone, on CPU (CI, in .venv-verl)
 
 Model: Qwen3-1.7B's published shape (hidden 2048, MLP 6144, 28 layers, 16 query / 8 KV heads of 128, tied
 embeddings, vocabulary 151,936), random weights saved with ``save_pretrained`` to a temporary directory, and the
@@ -58,7 +63,8 @@ import torch
 
 # Shared with bench_trainer.py: its per-step timer and its prompts (runs as a script, so benchmarks/ is on sys.path).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_trainer import _dataset, _StepTimer  # noqa: E402
+from bench_trainer import _dataset  # noqa: E402
+from step_timer import WholeStepTimer  # noqa: E402
 
 # Qwen3-1.7B's config.json (Qwen/Qwen3-1.7B) minus what a random init does not need.
 QWEN3_1_7B = dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16,
@@ -220,10 +226,10 @@ class Memory:
             GramProbe.accumulate = original
 
 
-class StepRecorder(_StepTimer):
-    """bench_trainer's per-step wall clock, synchronised with the GPU at both ends, plus each step's peak memory and
+class StepRecorder(WholeStepTimer):
+    """The whole-step timer of step_timer.py, synchronised with the GPU at both ends, plus each step's peak memory and
     what the trainer logs per step: moalign's ``moalign_time/*`` phases, TRL's ``rewards/<objective>/mean`` and
-    ``completions/mean_length``. Added with ``add_callback`` after the trainer's own callbacks, so a step's time
+    ``completions/mean_length``. Attached after the trainer's own callbacks (``attach``), so a step's time
     includes MOGRPOTrainer's end-of-step work (the strategy's ``after_update``, validation points, ``steps.jsonl``)."""
 
     def __init__(self, memory: Memory):
@@ -304,7 +310,7 @@ def run(kind: str, opts, memory: Memory, steps: int) -> dict:
     recorder = StepRecorder(memory)
     with tempfile.TemporaryDirectory() as out:
         trainer = build_trainer(kind, opts, out, steps)
-        trainer.add_callback(recorder)  # last: its step end comes after MOGRPOTrainer's
+        recorder.attach(trainer)  # last: its step end comes after MOGRPOTrainer's
         build_s = time.perf_counter() - t0
         dtype = str(next(trainer.model.parameters()).dtype).removeprefix("torch.")
         with memory.watching_gram_probe():
@@ -432,6 +438,9 @@ def parse_args(argv=None):
                         "train_batch: the batch's mean rewards (no extra generation)")
     p.add_argument("--vllm-steps", type=int, default=1, help="vLLM colocate steps (0 skips)")
     p.add_argument("--vllm-gpu-memory-utilization", type=float, default=0.3, help="TRL's default")
+    p.add_argument("--verl-steps", type=int, default=2, help="steps of verl's trainer with the plugin (0 skips)")
+    p.add_argument("--verl-rollout", choices=["hf", "vllm"], default="hf", help="verl's rollout for the verl step")
+    p.add_argument("--only-verl", action="store_true", help="only the verl step (no TRL runs)")
     p.add_argument("--budget-s", type=float,
                    help="seconds from the start (GPU 460): a round, the hypervolume run or the vLLM run that would "
                         "end later is not started (and said so in the JSON)")
@@ -512,6 +521,14 @@ def check(opts, result: dict) -> None:
         "torch": torch.__version__, "cuda": torch.version.cuda, "transformers": transformers.__version__,
         "trl": trl.__version__,
     }
+    if opts.only_verl:
+        result["settings"] = {"only_verl": True}
+        with tempfile.TemporaryDirectory() as model_dir:
+            result["model"] = write_model(Path(model_dir), QWEN3_1_7B if cuda else TINY,
+                                          QWEN3_VOCAB if cuda else TINY_VOCAB, device,
+                                          torch.bfloat16 if cuda else torch.float32)
+            verl_step(opts, Path(model_dir), result)
+        return
     result["settings"] = {
         "completions_per_step": opts.batch, "num_generations": opts.generations,
         "completion_tokens": opts.completion_length, "rounds": opts.rounds, "warmup_steps_per_run": opts.warmup,
@@ -533,6 +550,8 @@ def check(opts, result: dict) -> None:
         hypervolume_step(opts, memory, result)
         save_partial(opts, result)
         vllm_step(opts, memory, result)
+        save_partial(opts, result)
+        verl_step(opts, Path(model_dir), result)
     for name, ratio in result["ratios"].items():
         if ratio.get("median") is None or not math.isfinite(ratio["median"]) or ratio["median"] <= 0:
             result["errors"].append(f"ratio {name} is {ratio.get('median')}, not a finite positive number")
@@ -611,6 +630,75 @@ def vllm_step(opts, memory: Memory, result: dict) -> None:
                       "completion_length": res["completion_length"], "peak_memory_gib": _max(res["peaks"]),
                       "build_s": res["build_s"], "model_dtype": res["model_dtype"]}
     log(f"vLLM colocate: {result['vllm']}")
+
+
+
+def verl_step(opts, model_dir: Path, result: dict) -> None:
+    """``--verl-steps`` steps of ``python -m verl.trainer.main_ppo`` with the moalign plugin (CTWA), the synthetic
+    task as verl parquet and the check's model; its step times and moalign's logged weights into the JSON."""
+    if opts.verl_steps <= 0 or importlib.util.find_spec("verl") is None:
+        reason = "--verl-steps 0" if opts.verl_steps <= 0 else "verl is not installed (pip install -e '.[verl]')"
+        result["verl"] = {"status": "skipped", "reason": reason}
+        log(f"verl step skipped: {reason}")
+        return
+    import subprocess
+
+    from moalign.integrations.verl.cpu_config import CPU_ENV, cpu_overrides, write_synthetic_parquet
+
+    estimate = 150 + 30 * opts.verl_steps
+    if not fits(opts, estimate):
+        result["verl"] = {"status": "skipped", "reason": f"needs about {estimate} s, past --budget-s"}
+        return
+    prompts = max(1, opts.batch // opts.generations)
+    with tempfile.TemporaryDirectory() as work:
+        data = write_synthetic_parquet(Path(work) / "data", n_train=prompts * opts.verl_steps, n_val=prompts)
+        log_path = Path(work) / "metrics.jsonl"
+        overrides = [
+            "algorithm.adv_estimator=moalign", "trainer.v1.trainer_mode=moalign", "reward.reward_manager.name=moalign",
+            "+algorithm.moalign.objectives=[accuracy,conciseness,clarity]", "+algorithm.moalign.strategy=ctwa",
+            "algorithm.use_kl_in_reward=False", "actor_rollout_ref.actor.use_kl_loss=False",
+            f"data.train_files={data}/train.parquet", f"data.val_files={data}/val.parquet",
+            f"data.train_batch_size={prompts}", f"data.max_prompt_length={64}",
+            f"data.max_response_length={opts.completion_length}", f"actor_rollout_ref.model.path={model_dir}",
+            f"actor_rollout_ref.rollout.n={opts.generations}", f"actor_rollout_ref.rollout.name={opts.verl_rollout}",
+            "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
+            f"actor_rollout_ref.actor.ppo_mini_batch_size={prompts}",
+            f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={opts.batch}",
+            f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={opts.batch}",
+            "trainer.logger=[console,file]", "trainer.project_name=gpu_check", "trainer.experiment_name=verl",
+            f"trainer.default_local_dir={work}/checkpoints", f"trainer.total_training_steps={opts.verl_steps}",
+            "trainer.total_epochs=1", "trainer.save_freq=-1", "trainer.test_freq=-1",
+            "trainer.val_before_train=False", "trainer.resume_mode=disable",
+        ]
+        env = {**os.environ, "VERL_FILE_LOGGER_PATH": str(log_path), "TOKENIZERS_PARALLELISM": "false"}
+        if not opts.cuda:
+            env.update(CPU_ENV, OMP_NUM_THREADS="1")
+            overrides += [o for o in cpu_overrides() if not o.startswith("actor_rollout_ref.rollout.name=")]
+        log(f"verl: {opts.verl_steps} steps of main_ppo ({opts.verl_rollout} rollout, "
+            f"{'cuda' if opts.cuda else 'cpu'})")
+        start = time.perf_counter()
+        # its own session, so that a timeout stops Ray's processes too
+        proc = subprocess.Popen([sys.executable, "-m", "verl.trainer.main_ppo", *overrides], cwd=work, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            _, stderr = proc.communicate(timeout=max(60.0, opts.budget_s - (time.perf_counter() - _START)))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            _, stderr = proc.communicate()
+        records = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
+    steps = [r["data"] for r in records if "moalign/weights/accuracy" in r["data"]]
+    entry = {"status": "ran" if proc.returncode == 0 else "failed", "returncode": proc.returncode,
+             "rollout": opts.verl_rollout, "wall_s": time.perf_counter() - start, "steps": len(steps),
+             "step_s": [d.get("timing_s/step") for d in steps],
+             "weights": [[d[f"moalign/weights/{n}"] for n in ("accuracy", "conciseness", "clarity")] for d in steps],
+             "reward_means": [{k.split("/")[-1]: v for k, v in d.items() if k.startswith("moalign/reward/")}
+                              for d in steps]}
+    result["verl"] = entry
+    if proc.returncode != 0 or len(steps) != opts.verl_steps:
+        print(stderr[-8000:], file=sys.stderr)
+        result["errors"].append(f"verl step: main_ppo exited {proc.returncode} after {len(steps)} of "
+                                f"{opts.verl_steps} steps (its stderr above)")
+    log(f"verl: {entry['status']}, {len(steps)} steps, step_s {entry['step_s']}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@
 #   bash examples/verl/run_math500.sh                       # CTWA (the default STRATEGY)
 #   STRATEGY=hypervolume bash examples/verl/run_math500.sh  # any strategy moalign runs under verl
 #   STRATEGY=fixed PARAMS='{weights: [0.5, 0.25, 0.25]}' bash examples/verl/run_math500.sh   # = verl's GDPO
+#   ROLLOUT=hf bash examples/verl/run_math500.sh            # Hugging Face generate: no vLLM needed (slower)
+#   DEVICE=cpu MODEL_PATH=/path/to/small/model STEPS=2 bash examples/verl/run_math500.sh   # CPU, HF rollout
 #
 # Extra Hydra overrides go at the end of the command line and win (e.g. trainer.total_training_steps=50).
 set -euo pipefail
@@ -16,6 +18,8 @@ STRATEGY=${STRATEGY:-ctwa}
 PARAMS=${PARAMS:-"{}"}
 STEPS=${STEPS:-12}
 OUT=${OUT:-runs/verl_${STRATEGY}}
+DEVICE=${DEVICE:-cuda}
+ROLLOUT=${ROLLOUT:-$([ "${DEVICE}" = cpu ] && echo hf || echo vllm)}   # hf: moalign's HF generate rollout
 
 DATA_DIR=$(python3 -c "from moalign.data import MATH500_DIR; print(MATH500_DIR)")
 REWARD_FILE=$(python3 -c "import moalign.integrations.verl.reward as r; print(r.__file__)")
@@ -48,7 +52,7 @@ ARGS=(
     actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8
     actor_rollout_ref.actor.use_kl_loss=False
     # rollout: 8 completions per prompt, as both papers; greedy validation (val_kwargs defaults: do_sample off)
-    actor_rollout_ref.rollout.name=vllm
+    actor_rollout_ref.rollout.name="${ROLLOUT}"
     actor_rollout_ref.rollout.n=8
     actor_rollout_ref.rollout.tensor_model_parallel_size=1
     actor_rollout_ref.rollout.gpu_memory_utilization=0.5
@@ -66,5 +70,27 @@ ARGS=(
     trainer.total_epochs=1
     trainer.total_training_steps="${STEPS}"
 )
+
+if [ "${DEVICE}" = cpu ]; then
+    # verl on CPU through moalign.integrations.verl.cpu (docs/verl.md, "verl on CPU"): the CPU platform in every
+    # process, one logical GPU for Ray's placement groups, FSDP2 on gloo, no flash-attn
+    export VERL_USE_EXTERNAL_MODULES=moalign.integrations.verl.cpu
+    ARGS+=(
+        trainer.device=cpu
+        trainer.n_gpus_per_node=1
+        +ray_kwargs.ray_init.num_gpus=1
+        ray_kwargs.ray_init.num_cpus=16
+        +ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES=moalign.integrations.verl.cpu
+        transfer_queue.backend.SimpleStorage.num_data_storage_units=1
+        actor_rollout_ref.actor.strategy=fsdp2
+        actor_rollout_ref.ref.strategy=fsdp2
+        +actor_rollout_ref.model.override_config.attn_implementation=sdpa
+        actor_rollout_ref.model.use_remove_padding=False
+        actor_rollout_ref.rollout.mode=async
+        actor_rollout_ref.rollout.agent.num_workers=1
+        reward.num_workers=1
+        data.dataloader_num_workers=0
+    )
+fi
 
 python3 -m verl.trainer.main_ppo "${ARGS[@]}" "$@"

@@ -17,25 +17,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from moalign.integrations.verl.cpu_config import CPU_MODULE, cpu_overrides, write_synthetic_parquet
+
 HERE = Path(__file__).resolve().parent
-CPU_MODULES = "moalign.integrations.verl.cpu"
-
-
-def write_synthetic_parquet(out: Path, n_train: int = 32, n_val: int = 8) -> Path:
-    """The embedded synthetic task's problems as verl parquet (``prompt``, ``data_source``, ``reward_model``)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from moalign.data.synthetic import load_synthetic
-
-    out.mkdir(parents=True, exist_ok=True)
-    data = load_synthetic(n_train=n_train, n_val=n_val, n_test=1)
-    for split in ("train", "val"):
-        rows = [{"data_source": "moalign/synthetic", "prompt": row["prompt"], "ability": "math",
-                 "reward_model": {"ground_truth": row["answer"], "style": "rule"},
-                 "extra_info": {"index": i, "split": split}} for i, row in enumerate(data[split])]
-        pq.write_table(pa.Table.from_pylist(rows), out / f"{split}.parquet")
-    return out
 
 
 def shipped_model(out: Path) -> Path:
@@ -49,21 +33,12 @@ def shipped_model(out: Path) -> Path:
     return out
 
 
-def cpu_overrides(data: Path, model: Path, out: Path, steps: int) -> list[str]:
-    """Hydra overrides of a small CPU run (each size is the smallest that still has several groups)."""
+def run_overrides(data: Path, model: Path, out: Path, steps: int, modules: str = CPU_MODULE) -> list[str]:
+    """Hydra overrides of a small CPU run: verl on CPU (moalign.integrations.verl.cpu_config), moalign, 2 prompts x
+    4 responses per step."""
     return [
-        # CPU: the platform, engines and rollout of moalign.integrations.verl.cpu; one logical GPU for Ray
-        "trainer.device=cpu", "trainer.n_gpus_per_node=1", "trainer.nnodes=1",
-        "+ray_kwargs.ray_init.num_gpus=1", "ray_kwargs.ray_init.num_cpus=16",
-        "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",  # one Ray actor (1 CPU) instead of 8
-        f"+ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES={CPU_MODULES}",
-        "actor_rollout_ref.actor.strategy=fsdp2", "actor_rollout_ref.ref.strategy=fsdp2",
-        "+actor_rollout_ref.model.override_config.attn_implementation=sdpa",  # no flash-attn on CPU
-        "actor_rollout_ref.model.use_remove_padding=False",
-        "actor_rollout_ref.rollout.name=hf", "actor_rollout_ref.rollout.mode=async",
-        "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
-        "actor_rollout_ref.rollout.agent.num_workers=1", "reward.num_workers=1",
-        "data.dataloader_num_workers=0",
+        *cpu_overrides(modules),
+        "+ray_kwargs.ray_init.include_dashboard=False",  # seconds of CPU per run on a 2-core machine
         # moalign
         "algorithm.adv_estimator=moalign", "trainer.v1.trainer_mode=moalign", "reward.reward_manager.name=moalign",
         "+algorithm.moalign.objectives=[accuracy,conciseness,clarity]",
@@ -85,6 +60,15 @@ def cpu_overrides(data: Path, model: Path, out: Path, steps: int) -> list[str]:
     ]
 
 
+def merge(base: list[str], overrides: tuple[str, ...] | list[str]) -> list[str]:
+    """``base`` with the keys that ``overrides`` sets replaced (Hydra refuses a key given twice)."""
+    def key(item: str) -> str:
+        return item.split("=", 1)[0].lstrip("+")
+
+    replaced = {key(item) for item in overrides}
+    return [item for item in base if key(item) not in replaced] + list(overrides)
+
+
 def run_verl(out: Path, *overrides: str, steps: int = 3, timeout_s: int = 600,
              extra_env: dict[str, str] | None = None) -> tuple[list[dict], subprocess.CompletedProcess]:
     """Run main_ppo on CPU into ``out``; returns the file logger's records (``{"step", "data"}``) and the process."""
@@ -92,10 +76,10 @@ def run_verl(out: Path, *overrides: str, steps: int = 3, timeout_s: int = 600,
     data = write_synthetic_parquet(out.parent / "data")
     model = shipped_model(out.parent / "model")
     log = out / "metrics.jsonl"
-    env = {**os.environ, "VERL_USE_EXTERNAL_MODULES": CPU_MODULES, "VERL_FILE_LOGGER_PATH": str(log),
+    env = {**os.environ, "VERL_USE_EXTERNAL_MODULES": CPU_MODULE, "VERL_FILE_LOGGER_PATH": str(log),
            "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "RAY_DEDUP_LOGS": "0",
            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]), **(extra_env or {})}
-    command = [sys.executable, "-m", "verl.trainer.main_ppo", *cpu_overrides(data, model, out, steps), *overrides]
+    command = [sys.executable, "-m", "verl.trainer.main_ppo", *merge(run_overrides(data, model, out, steps, env["VERL_USE_EXTERNAL_MODULES"]), overrides)]
     # its own session, so that a timeout stops Ray's processes too (raylet, workers), not only the driver
     with open(out / "stdout.txt", "w") as stdout, open(out / "stderr.txt", "w") as stderr:
         popen = subprocess.Popen(command, cwd=out, env=env, stdout=stdout, stderr=stderr, start_new_session=True)
