@@ -48,6 +48,23 @@ def test_without_the_plugin_verls_model_build_fails_on_trl():
     assert "cannot import name 'AutoModelForCausalLMWithValueHead' from 'trl'" in proc.stderr
 
 
+@pytest.mark.parametrize("layout,expected", [({"experimental/ppo/__init__.py": ""}, True),  # TRL 0.27 - 1.12
+                                             ({"__init__.py": "'AutoModelForCausalLMWithValueHead',"}, True),
+                                             ({"__init__.py": "'GRPOTrainer',"}, False)])  # TRL 1.16
+def test_value_head_is_found_in_trls_files_without_importing_trl(tmp_path, monkeypatch, layout, expected):
+    from importlib.machinery import ModuleSpec
+
+    from moalign.integrations.verl import compat
+
+    for name, text in layout.items():
+        (tmp_path / "trl" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "trl" / name).write_text(text)
+    spec = ModuleSpec("trl", None, is_package=True)
+    spec.submodule_search_locations = [str(tmp_path / "trl")]
+    monkeypatch.setattr(compat.importlib.util, "find_spec", lambda name: spec if name == "trl" else None)
+    assert compat.trl_has_value_head() is expected
+
+
 def test_narrowed_check_leaves_verl_alone_where_trl_has_the_class(monkeypatch):
     from verl.utils import import_utils
 

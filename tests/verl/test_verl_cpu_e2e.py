@@ -132,3 +132,29 @@ def test_a_gram_strategy_is_refused_at_start_with_the_documented_message(runs):
     assert proc.returncode != 0 and not records
     assert "strategy 'gradient' needs per-objective policy gradients (gram)" in proc.stderr
     assert "under verl use one of: " in proc.stderr and "ctwa" in proc.stderr
+
+
+@pytest.mark.slow
+def test_the_example_script_runs_math500_on_cpu(tmp_path):
+    """``DEVICE=cpu examples/verl/run_math500.sh`` end to end on the shipped Math500 split with the tiny model:
+    2 CTWA steps, validation before training, a checkpoint at the end (sizes shrunk on the command line)."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from _cpu_run import shipped_model
+
+    root = Path(__file__).resolve().parents[2]
+    model = shipped_model(tmp_path / "model")
+    env = {**os.environ, "DEVICE": "cpu", "MODEL_PATH": str(model), "STEPS": "2", "OUT": str(tmp_path / "out"),
+           "OMP_NUM_THREADS": "1", "VERL_FILE_LOGGER_PATH": str(tmp_path / "metrics.jsonl")}
+    shrink = ["data.train_batch_size=2", "actor_rollout_ref.rollout.n=4", "data.max_response_length=32",
+              "actor_rollout_ref.actor.ppo_mini_batch_size=2", "data.val_max_samples=4",
+              "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=8",
+              "trainer.logger=[console,file]", "+ray_kwargs.ray_init.include_dashboard=False"]
+    proc = subprocess.run(["bash", str(root / "examples" / "verl" / "run_math500.sh"), *shrink], env=env,
+                          capture_output=True, text=True, timeout=1200, cwd=tmp_path, start_new_session=True)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "moalign/weights/accuracy" in r["data"]] == [1, 2]
+    assert (tmp_path / "out" / "checkpoints" / "global_step_2" / STATE_FILE).exists()

@@ -13,7 +13,9 @@ nothing changes; where it does not, verl behaves as without TRL, which is what i
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
+from pathlib import Path
 
 __all__ = ["VERL_MODULES_WITH_TRL_CHECK", "narrow_trl_check", "trl_has_value_head"]
 
@@ -22,13 +24,20 @@ VERL_MODULES_WITH_TRL_CHECK = ("verl.utils.import_utils", "verl.models.transform
 
 
 def trl_has_value_head() -> bool:
-    """Whether TRL is installed and has ``AutoModelForCausalLMWithValueHead`` where verl looks for it."""
-    for module in ("trl.experimental.ppo", "trl"):
-        try:
-            if hasattr(importlib.import_module(module), "AutoModelForCausalLMWithValueHead"):
-                return True
-        except ImportError:
-            continue
+    """Whether TRL is installed and has ``AutoModelForCausalLMWithValueHead`` where verl looks for it.
+
+    Read from TRL's files, not by importing TRL: this runs in every verl process, and importing TRL costs about half
+    a second there and warns about ``trl.experimental``. The class lives in ``trl/experimental/ppo/`` (TRL 0.27 to
+    1.12) or is exported by name from ``trl/__init__.py`` (older TRL)."""
+    spec = importlib.util.find_spec("trl")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    for root in map(Path, spec.submodule_search_locations):
+        if (root / "experimental" / "ppo" / "__init__.py").exists():
+            return True
+        init = root / "__init__.py"
+        if init.exists() and "AutoModelForCausalLMWithValueHead" in init.read_text(errors="replace"):
+            return True
     return False
 
 

@@ -117,16 +117,17 @@ class HFRolloutServer:
         return TokenOutput(token_ids=token_list, log_probs=log_probs, stop_reason="completed",
                            extra_fields={"global_steps": self.version})
 
-    # verl's server control calls: nothing to free or resume in a plain transformers model
-    def wake_up(self): return None  # noqa: E704
-    def sleep(self): return None  # noqa: E704
-    def clear_kv_cache(self): return None  # noqa: E704
-    def release_kv_cache(self): return None  # noqa: E704
-    def resume_kv_cache(self): return None  # noqa: E704
-    def resume_generation(self): return None  # noqa: E704
-    def abort_all_requests(self, reject_request: bool = False): return None  # noqa: E704
-    def start_profile(self, **kwargs): return None  # noqa: E704
-    def stop_profile(self): return None  # noqa: E704
+    # verl's server control calls (sleep, wake_up, KV cache, abort, profiling): a plain transformers model has no
+    # device memory to free between steps and no request queue, so each is a no-op (set below the class)
+
+
+def _no_op(self, *args, **kwargs) -> None:
+    return None
+
+
+for _name in ("wake_up", "sleep", "clear_kv_cache", "release_kv_cache", "resume_kv_cache", "resume_generation",
+              "abort_all_requests", "start_profile", "stop_profile"):
+    setattr(HFRolloutServer, _name, _no_op)
 
 
 class HFReplica(RolloutReplica):
