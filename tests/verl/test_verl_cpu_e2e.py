@@ -97,9 +97,11 @@ def test_resume_from_step_2_continues_the_same_weight_trajectory(runs):
     np.testing.assert_allclose(weights(resumed, 3), weights(straight, 3), atol=1e-9)
     end_straight = json.loads((runs.root / "ctwa" / "checkpoints" / "global_step_3" / STATE_FILE).read_text())
     end_resumed = json.loads((runs.root / "ctwa_resumed" / "checkpoints" / "global_step_3" / STATE_FILE).read_text())
-    # after step 3's update: CTWA's post-update pass reads the resumed actor's float32 log-probs (measured 6e-9 apart)
-    assert _close(end_resumed["strategy"], end_straight["strategy"], tol=1e-6), (end_resumed, end_straight)
-    assert _close(end_resumed["monitor"], end_straight["monitor"], tol=1e-6)
+    # After step 3's update the two runs differ by float32 rounding: the agent loop returns the same responses in
+    # whatever order they finish, the update sums them in that order, and CTWA's post-update pass reads the updated
+    # actor's log-probs (measured 6e-9 and 1.6e-6 apart on ema_cov). A restarted strategy would be ~0.1 off.
+    assert _close(end_resumed["strategy"], end_straight["strategy"], tol=1e-5), (end_resumed, end_straight)
+    assert _close(end_resumed["monitor"], end_straight["monitor"], tol=1e-5)
     assert end_resumed["step"] == end_straight["step"] == 3
 
 
