@@ -12,16 +12,12 @@ step-by-step answers or collapses to short direct ones), so the share of runs in
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import math
-import signal
-import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .demo import GRADIENT_MU
+from .runpool import stop_on_signals, train_in_workers
 
 __all__ = ["BenchConfig", "bench_methods", "bootstrap_ci", "paired_comparison", "run_bench", "summarize_bench"]
 
@@ -186,9 +183,9 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> Path:
     log_for_runs(model_dir)
     jobs = _jobs(cfg, model_dir, out)
     todo = [j for j in jobs if not _complete(Path(j["run_dir"]), cfg)]
-    with _RunProgress(total=len(jobs), done=len(jobs) - len(todo), enabled=progress) as bar, _stop_on_signals():
+    with _RunProgress(total=len(jobs), done=len(jobs) - len(todo), enabled=progress) as bar, stop_on_signals():
         try:
-            _train_jobs(todo, cfg.workers, bar)
+            train_in_workers(todo, cfg.workers, bar, _timed_run)
         except KeyboardInterrupt:
             bar.console.print(f"interrupted: {bar.done} of {bar.total} runs are finished and kept in {out}; the same "
                               "command trains the rest", markup=False, highlight=False, soft_wrap=True)
@@ -207,58 +204,6 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> Path:
         dirs = [Path(j["run_dir"]) for j in jobs if j["estimator"] == estimator]
         build_report(dirs, out / estimator / "report", split="test", extra_html=_html_tables(summary, estimator))
     return md
-
-
-@contextlib.contextmanager
-def _stop_on_signals():
-    """SIGTERM, and SIGINT also in a background job (which starts with SIGINT ignored), stop the bench as Ctrl-C does,
-    with a ``KeyboardInterrupt`` on which :func:`_train_jobs` stops its workers; otherwise the workers were orphaned
-    and trained on. The previous handlers come back afterwards."""
-    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
-        yield
-        return
-
-    def stop(signum, frame):
-        raise KeyboardInterrupt
-
-    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        for s, handler in saved.items():
-            signal.signal(s, handler)
-
-
-def _train_jobs(todo: list[dict[str, Any]], workers: int, bar, run=None) -> None:
-    """Train the runs, ``workers`` at a time; each finished run is complete on disk, so an interrupted bench resumes.
-    ``run(job) -> seconds`` trains one (default :func:`_timed_run`; a module-level function, so that a spawned worker
-    can import it); ``bar`` has ``running(job)`` and ``finished(job, seconds)`` (``moalign demo`` shares this)."""
-    run = run or _timed_run
-    if workers == 1:
-        for job in todo:
-            bar.running(job)
-            bar.finished(job, run(job))
-        return
-    import multiprocessing
-
-    from ._quiet import libraries_quiet, quiet_worker
-
-    # a spawned worker starts with the libraries' defaults: it gets the command's choice (quiet or --verbose)
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=quiet_worker,
-                             initargs=(libraries_quiet(),)) as pool:
-        futures = {pool.submit(run, job): job for job in todo}
-        try:
-            for fut in as_completed(futures):
-                bar.finished(futures[fut], fut.result())  # a failed run re-raises here, with its traceback
-        except KeyboardInterrupt:
-            # the end of the block would wait for the running runs and then train the queued ones: end the running
-            # ones (Python 3.14 has pool.terminate_workers() for this), cancel the others
-            for process in list(pool._processes.values()):
-                process.terminate()
-            pool.shutdown(cancel_futures=True)
-            raise
 
 
 def _timed_run(job: dict[str, Any]) -> float:

@@ -213,7 +213,7 @@ def _demo_job(job: dict[str, Any]) -> float:
 
 
 class _DemoProgress:
-    """The demo's bar over its runs (what :func:`moalign.bench._train_jobs` reports to)."""
+    """The demo's bar over its runs (what :func:`moalign.runpool.train_in_workers` reports to)."""
 
     def __init__(self, total: int, enabled: bool):
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -243,7 +243,7 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> Path:
     ``cfg.workers`` runs train at once, each in its own process on one thread (as ``moalign bench`` trains). The
     libraries' warnings and bars follow their own settings here; ``moalign demo`` hides them (``moalign._quiet``).
     """
-    from .bench import _stop_on_signals, _train_jobs
+    from .runpool import stop_on_signals, train_in_workers
     from .precision import log_for_runs
     from .report import build_report
 
@@ -257,8 +257,8 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> Path:
              "model_dir": str(model_dir), "run_dir": str(out / f"{label}-seed{seed}"),
              "cfg": dataclasses.asdict(cfg) | {"quick": False}}
             for seed in range(cfg.seeds) for label, strategy, params, estimator in methods]
-    with _DemoProgress(len(jobs), progress) as bar, _stop_on_signals():
-        _train_jobs(jobs, min(cfg.workers, len(jobs)), bar, run=_demo_job)
+    with _DemoProgress(len(jobs), progress) as bar, stop_on_signals():
+        train_in_workers(jobs, min(cfg.workers, len(jobs)), bar, _demo_job)
     run_dirs = [Path(job["run_dir"]) for job in jobs]
     note = html.escape(seeds_note(cfg.seeds)).replace("`moalign bench`", "<code>moalign bench</code>")
     index = build_report(run_dirs, out / "report", split="test", extra_html=f"<p><b>{note}</b></p>")
