@@ -12,7 +12,12 @@ round-robin over `--rounds` rounds, and the bf16/fp32 ratio is taken within each
 processes hits both alike. The update is set against its FLOP bound, 6·N·tokens at the float32 GEMM rate measured
 here (N: parameters).
 
-    python benchmarks/bench_precision.py --rounds 3 --out benchmarks/results/precision.json
+    python benchmarks/bench_precision.py --rounds 3 --threads 1 --out benchmarks/results/precision.json
+    python benchmarks/bench_precision.py --micro --threads 1 --out benchmarks/results/precision_micro.json
+
+`--micro` times one forward+backward and one sampled generation of each model by the CPU time of its process,
+float32 and bf16 autocast interleaved: on a machine shared with other jobs this is the figure to trust (waiting for
+a core does not count), while the whole-step phases above are wall times.
 """
 
 from __future__ import annotations
@@ -107,6 +112,62 @@ def run_one(model: str, bf16: bool, threads: int) -> dict:
     }
 
 
+def micro_one(model: str, threads: int, reps: int) -> dict:
+    """CPU time (this process, ``threads`` threads) of one forward+backward and of one sampled generation, float32 and
+    bf16 autocast interleaved ``reps`` times: robust to other processes' load, which wall times are not."""
+    import torch
+
+    torch.set_num_threads(threads)
+    from transformers import AutoModelForCausalLM
+
+    from moalign.precision import cpu_info
+
+    if model == "demo":
+        from moalign.demo import task_warm_start
+
+        path, batch, prompt, new = task_warm_start("coupled", progress=False), 32, 13, 64
+    else:
+        from moalign.models import resolve_model
+
+        path, batch, prompt, new = resolve_model("smollm2-135m-instruct", verbose=False), 8, 60, 32
+    policy = AutoModelForCausalLM.from_pretrained(path)
+    ids = torch.randint(0, policy.config.vocab_size, (batch, prompt + new))
+
+    def update(bf16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = policy(ids, labels=ids)
+        out.loss.backward()
+
+    def generate(bf16):
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            policy.generate(ids[:, :prompt], max_new_tokens=new, min_new_tokens=new, do_sample=True, pad_token_id=0)
+
+    out = {"model": model, "cpu": cpu_info(), "batch": batch, "prompt_tokens": prompt, "new_tokens": new}
+    for name, fn in (("update", update), ("generate", generate)):
+        fn(False), fn(True)  # warm-up
+        times = {False: [], True: []}
+        for _ in range(reps):
+            for bf16 in (False, True):
+                start = time.process_time()
+                fn(bf16)
+                times[bf16].append(time.process_time() - start)
+        out[f"{name}_fp32_cpu_s"] = statistics.median(times[False])
+        out[f"{name}_bf16_cpu_s"] = statistics.median(times[True])
+    return out
+
+
+def micro_table(rows: list[dict]) -> str:
+    out = ["| CPU features | model | phase (batch × tokens) | fp32 CPU s | bf16 autocast CPU s | bf16 / fp32 |",
+           "|---|---|---|---:|---:|---:|"]
+    for r in rows:
+        label = f"{r['cpu']['torch_capability']}, bf16 hardware {'on' if r['cpu']['native_bf16'] else 'off'}"
+        for phase, shape in (("update", f"{r['batch']} × {r['prompt_tokens'] + r['new_tokens']}, forward+backward"),
+                             ("generate", f"{r['batch']} × {r['new_tokens']} new")):
+            fp, bf = r[f"{phase}_fp32_cpu_s"], r[f"{phase}_bf16_cpu_s"]
+            out.append(f"| {label} | {r['model']} | {phase} ({shape}) | {fp:.2f} | {bf:.2f} | {bf / fp:.2f} × |")
+    return "\n".join(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
@@ -114,10 +175,33 @@ def main() -> None:
     parser.add_argument("--models", default="demo,smollm2")
     parser.add_argument("--isas", default="native,avx2")
     parser.add_argument("--out", default="benchmarks/results/precision.json")
+    parser.add_argument("--micro", action="store_true",
+                        help="only the CPU-time micro-benchmark (forward+backward, generation), per model and ISA")
+    parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--one", nargs=2, metavar=("MODEL", "BF16"), help=argparse.SUPPRESS)
+    parser.add_argument("--micro-one", metavar="MODEL", help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.one:
         print(json.dumps(run_one(opts.one[0], opts.one[1] == "1", opts.threads)))
+        return
+    if opts.micro_one:
+        print(json.dumps(micro_one(opts.micro_one, opts.threads, opts.reps)))
+        return
+    if opts.micro:
+        rows = []
+        for isa in opts.isas.split(","):
+            for model in opts.models.split(","):
+                env = {**os.environ, **ISAS[isa], "OMP_NUM_THREADS": str(opts.threads)}
+                done = subprocess.run([sys.executable, __file__, "--threads", str(opts.threads), "--reps",
+                                       str(opts.reps), "--micro-one", model], env=env, capture_output=True, text=True)
+                if done.returncode:
+                    sys.exit(f"micro {model} under {isa} failed:\n{done.stderr[-3000:]}")
+                rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+                print(micro_table(rows[-1:]).splitlines()[-2:], flush=True)
+        Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(opts.out).write_text(json.dumps(rows, indent=1))
+        print(micro_table(rows))
+        print(f"wrote {opts.out}")
         return
     rows = []
     for rnd in range(opts.rounds):
@@ -132,6 +216,8 @@ def main() -> None:
                     row = {**json.loads(done.stdout.strip().splitlines()[-1]), "isa": isa, "round": rnd,
                            "loadavg": os.getloadavg()[0]}
                     rows.append(row)
+                    Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
+                    Path(opts.out).write_text(json.dumps(rows, indent=1))  # kept if the benchmark is stopped
                     print(f"round {rnd} {isa:6} {model:7} {'bf16' if bf16 else 'fp32'}: generate "
                           f"{row['generate_s']:.2f} s, update {row['update_s']:.2f} s, evaluation "
                           f"{row['evaluation_s']:.2f} s", flush=True)
