@@ -36,6 +36,8 @@ ISAS = {"native": {}, "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_IS
 # (prompts per step, generations, max completion tokens, eval problems, steps): the bench's RL step for the demo
 # model; a smaller batch for SmolLM2 (135 M parameters, 220x the demo model).
 SIZES = {"demo": (4, 8, 64, 200, 3), "smollm2": (2, 4, 32, 16, 2)}
+# --micro only: (hidden, layers, vocabulary, batch) of random-init Qwen3 models between the demo model and SmolLM2
+RANDOM_SIZES = {"qwen3-7m": (256, 4, 8192, 16), "qwen3-23m": (384, 6, 16384, 8), "qwen3-59m": (512, 8, 32768, 8)}
 
 
 def _gemm_gflops(threads: int) -> float:
@@ -125,12 +127,23 @@ def micro_one(model: str, threads: int, reps: int) -> dict:
     if model == "demo":
         from moalign.demo import task_warm_start
 
-        path, batch, prompt, new = task_warm_start("coupled", progress=False), 32, 13, 64
-    else:
+        policy, batch, prompt, new = AutoModelForCausalLM.from_pretrained(task_warm_start("coupled", progress=False)), \
+            32, 13, 64
+    elif model == "smollm2":
         from moalign.models import resolve_model
 
-        path, batch, prompt, new = resolve_model("smollm2-135m-instruct", verbose=False), 8, 60, 32
-    policy = AutoModelForCausalLM.from_pretrained(path)
+        policy = AutoModelForCausalLM.from_pretrained(resolve_model("smollm2-135m-instruct", verbose=False))
+        batch, prompt, new = 8, 60, 32
+    else:  # a random-init Qwen3 of one of the sizes between the two (where bf16 hardware starts to pay)
+        from transformers import Qwen3Config
+
+        hidden, layers, vocab, batch = RANDOM_SIZES[model]
+        torch.manual_seed(0)
+        policy = AutoModelForCausalLM.from_config(Qwen3Config(
+            hidden_size=hidden, intermediate_size=3 * hidden, num_hidden_layers=layers, head_dim=64, vocab_size=vocab,
+            num_attention_heads=max(2, hidden // 64), num_key_value_heads=max(1, hidden // 128)))
+        prompt, new = 60, 32
+    out = {"model": model, "params": sum(p.numel() for p in policy.parameters())}
     ids = torch.randint(0, policy.config.vocab_size, (batch, prompt + new))
 
     def update(bf16):
@@ -142,7 +155,7 @@ def micro_one(model: str, threads: int, reps: int) -> dict:
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             policy.generate(ids[:, :prompt], max_new_tokens=new, min_new_tokens=new, do_sample=True, pad_token_id=0)
 
-    out = {"model": model, "cpu": cpu_info(), "batch": batch, "prompt_tokens": prompt, "new_tokens": new}
+    out |= {"cpu": cpu_info(), "batch": batch, "prompt_tokens": prompt, "new_tokens": new}
     for name, fn in (("update", update), ("generate", generate)):
         fn(False), fn(True)  # warm-up
         times = {False: [], True: []}
@@ -157,14 +170,15 @@ def micro_one(model: str, threads: int, reps: int) -> dict:
 
 
 def micro_table(rows: list[dict]) -> str:
-    out = ["| CPU features | model | phase (batch × tokens) | fp32 CPU s | bf16 autocast CPU s | bf16 / fp32 |",
+    out = ["| CPU features | model (parameters) | phase (batch × tokens) | fp32 CPU s | bf16 autocast CPU s | bf16 / fp32 |",
            "|---|---|---|---:|---:|---:|"]
     for r in rows:
         label = f"{r['cpu']['torch_capability']}, bf16 hardware {'on' if r['cpu']['native_bf16'] else 'off'}"
         for phase, shape in (("update", f"{r['batch']} × {r['prompt_tokens'] + r['new_tokens']}, forward+backward"),
                              ("generate", f"{r['batch']} × {r['new_tokens']} new")):
             fp, bf = r[f"{phase}_fp32_cpu_s"], r[f"{phase}_bf16_cpu_s"]
-            out.append(f"| {label} | {r['model']} | {phase} ({shape}) | {fp:.2f} | {bf:.2f} | {bf / fp:.2f} × |")
+            out.append(f"| {label} | {r['model']} ({r['params'] / 1e6:.1f} M) | {phase} ({shape}) | {fp:.2f} | {bf:.2f} | "
+                       f"{bf / fp:.2f} × |")
     return "\n".join(out)
 
 
