@@ -229,7 +229,7 @@ def test_random_seed_not_consumed_by_members():
 
 
 # ------------------------------------------------------------------------------------------------------------ bench
-@pytest.mark.parametrize("task", VARIANTS)
+@pytest.mark.parametrize("task", [v for v in VARIANTS if v != "habits"])  # habits: its own K-objective bench
 def test_new_bench_methods_combine_with_every_task(task, tmp_path):
     from moalign.bench import METHOD_TRAINER_ARGS, BenchConfig, _jobs, bench_methods
     from moalign.trainer import MOGRPOConfig
