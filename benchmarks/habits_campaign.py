@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ks", default="8,2")
     p.add_argument("--seeds", default="100,101,102,103,104")
     p.add_argument("--calibration-seeds", default="0,1")
-    p.add_argument("--methods", default="uniform,uniform-lr1.5x,mo-grpo,saw,saw-ema,gradient,hypervolume-uniform,ctwa,mgda,sweep")
+    p.add_argument("--methods", default="uniform,uniform-lr1.5x,mo-grpo,saw,saw-ema,gradient,hypervolume-uniform,"
+                                        "ctwa,mgda,sweep")
     p.add_argument("--out", default="runs/bench_habits")
     p.add_argument("--calibration-out", default="runs/bench_habits/calibration")
     p.add_argument("--results", default="benchmarks/results/bench_habits")

@@ -169,7 +169,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default="runs/saturation")
     parser.add_argument("--figure", default="docs/images/saturation_curves.png")
-    parser.add_argument("--habits-runs", default=None, help="glob of existing habits runs to plot instead (no training)")
+    parser.add_argument("--habits-runs", default=None,
+                        help="glob of existing habits runs to plot instead (no training)")
     parser.add_argument("--habits-figure", default="docs/images/habit_saturation.png")
     args = parser.parse_args(argv)
     if args.habits_runs:

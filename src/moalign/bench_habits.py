@@ -400,7 +400,8 @@ def habits_bench_markdown(summary: dict[str, Any]) -> str:
              "|---|---:|---:|---:|---:|" + "---:|" * len(metrics)]
     for row in summary["table"]:
         lines.append(f"| {row['method']} | {row['runs']} | {row['hv_mean']:.4f} ± {row['hv_sd']:.4f} | "
-                     f"{row['igd_plus_mean']:.3f} | {row.get('lr_scale', 1.0):.2f} | " + " | ".join(f"{row['final'][m]:.3f}" for m in metrics) + " |")
+                     f"{row['igd_plus_mean']:.3f} | {row.get('lr_scale', 1.0):.2f} | "
+                     + " | ".join(f"{row['final'][m]:.3f}" for m in metrics) + " |")
     if summary["versus_uniform"]:
         lines += ["\n## Against uniform weights (paired by seed)\n",
                   "| method | HV diff [95 % CI] | W/T/L | IGD+ diff [95 % CI] (lower is better) | W/T/L |",
@@ -410,18 +411,19 @@ def habits_bench_markdown(summary: dict[str, Any]) -> str:
     sweep = summary["sweep"]
     if sweep:
         pool = len(sweep["curve"])
+        ns = list(next(iter(sweep["versus_best_of_n"].values()), {}))
         lines += [f"\n## Sweep: best of N Dirichlet(1) presets, chosen on val, scored on test (pool of {pool}, "
                   f"seeds {sweep['seeds']})\n",
                   "| N | " + " | ".join(str(n) for n in range(1, pool + 1)) + " |",
                   "|---|" + "---:|" * pool,
                   "| expected test HV | " + " | ".join(f"{x:.4f}" for x in sweep["curve"]) + " |",
                   "\n| method | mean test HV | sweep-equivalent N | 95 % interval | share of bootstrap replicates "
-                  "beyond the pool | " + " | ".join(f"vs best of {n}: HV diff [95 % CI], W/T/L"
-                                                     for n in next(iter(sweep["versus_best_of_n"].values()), {})) + " |",
-                  "|---|---:|---:|---:|---:|" + "---:|" * len(next(iter(sweep["versus_best_of_n"].values()), {}))]
+                  "beyond the pool | " + " | ".join(f"vs best of {n}: HV diff [95 % CI], W/T/L" for n in ns) + " |",
+                  "|---|---:|---:|---:|---:|" + "---:|" * len(ns)]
         for m, eq in sweep["equivalent_n"].items():
             lo, hi = eq["ci"]
-            interval = f"{_n_text(int(lo) if lo <= pool else None, pool)} – {_n_text(int(hi) if hi <= pool else None, pool)}"
+            ends = [_n_text(int(x) if x <= pool else None, pool) for x in (lo, hi)]
+            interval = f"{ends[0]} – {ends[1]}"
             cells = [_cmp(c, 4).replace(" | ", ", ") for c in sweep["versus_best_of_n"][m].values()]
             lines.append(f"| {m} | {eq['target']:.4f} | {_n_text(eq['n'], pool)} | {interval} | "
                          f"{eq['beyond_share']:.2f} | " + " | ".join(cells) + " |")

@@ -91,8 +91,8 @@ class DemoConfig:
             raise ValueError(f"--workers must be >= 1, got {self.workers}")
         check_task(self.task)
         if self.task == "habits":
-            raise ValueError("the habits member has K objectives (accuracy and K - 1 habits), not the demo's three; run "
-                             "it with `moalign bench --task habits --objectives K` (docs/BENCHMARKS.md)")
+            raise ValueError("the habits member has K objectives (accuracy and K - 1 habits), not the demo's three; "
+                             "run it with `moalign bench --task habits --objectives K` (docs/BENCHMARKS.md)")
 
 
 def check_task(task: str) -> None:
