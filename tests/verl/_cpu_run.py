@@ -4,7 +4,7 @@ FSDP2 on gloo, Ray with one logical GPU. ``run_verl(...)`` returns the run's log
 
 Run by hand (prints the log path)::
 
-    python tests/verl/_cpu_run.py /tmp/verl_run +algorithm.moalign.strategy=ctwa
+    python tests/verl/_cpu_run.py runs/verl_run +algorithm.moalign.strategy=ctwa
 """
 
 from __future__ import annotations
