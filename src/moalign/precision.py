@@ -2,9 +2,9 @@
 
 TRL's ``GRPOConfig`` turns ``bf16`` on whenever ``fp16`` is off, and Accelerate then runs every forward (update,
 generation, evaluation) under bf16 autocast, on CPU too. On a CPU without bf16 hardware that autocast is emulated:
-one forward+backward of the demo model took 11x longer than in float32 on an AMD EPYC (AVX2), and 5-25x per phase
+one forward+backward of the demo model took 11x longer than in float32 on an AMD EPYC (AVX2), and 2-37x per phase
 under AVX2 emulation here. With bf16 hardware (AMX, AVX512-BF16) bf16 autocast pays only for large enough models:
-it was slower than float32 for the demo model (0.6 M parameters) and 1.5-4x faster for SmolLM2-135M
+it was slower than float32 for the demo model (0.6 M parameters) and about 2x faster for SmolLM2-135M
 (docs/BENCHMARKS.md, "Precision on CPU").
 
 The rule, applied when ``MOGRPOConfig`` is built with ``bf16`` unset, and again by ``MOGRPOTrainer`` once it knows the
@@ -33,9 +33,10 @@ __all__ = ["CPU_BF16_MIN_PARAMETERS", "PrecisionChoice", "choose_precision", "cp
 
 logger = logging.getLogger(__name__)
 
-#: With bf16 hardware, bf16 autocast beats float32 on CPU from about this model size on: one forward+backward at
-#: 0.8 M parameters took the same time, at 7.3 M 0.70x and at 59 M 0.56x of float32's (AMX, one thread), and a whole
-#: RL step of the 0.6 M demo model was slower (per-token generation is dominated by autocast's per-op overhead).
+#: With bf16 hardware, bf16 autocast beats float32 on CPU from about this model size on (AMX, one thread, CPU time;
+#: docs/BENCHMARKS.md "Precision on CPU"): the 0.6 M demo model's update and generation took 1.29x and 1.22x
+#: float32's time (per-op casts dominate tiny matrices); at 7.3 M 0.68x and 0.89x, at 23 M 0.58x and 0.77x, and
+#: SmolLM2 (135 M) 0.50x and 0.56x.
 CPU_BF16_MIN_PARAMETERS = 10_000_000
 
 _logged: set[tuple[str, str]] = set()
@@ -119,7 +120,7 @@ def choose_precision(*, bf16: bool | None, fp16: bool | None, use_cpu: bool,
         dtype = "bf16 mixed" if bf16 else ("fp16 mixed" if fp16 else "float32")
         reason = "set in the config"
         if on_cpu and bf16 and not cpu_has_native_bf16():
-            reason += ("; this CPU has no bf16 hardware, so bf16 autocast is emulated (5-25x slower than float32: "
+            reason += ("; this CPU has no bf16 hardware, so bf16 autocast is emulated (2-37x slower than float32 per phase: "
                        "docs/BENCHMARKS.md, 'Precision on CPU'); unset bf16 to train in float32")
         choice = PrecisionChoice(device, dtype, bf16, fp16, True, reason)
     elif on_cpu and not cpu_has_native_bf16():
