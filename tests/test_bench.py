@@ -238,3 +238,33 @@ def test_a_stopped_bench_ends_its_workers_keeps_finished_runs_and_resumes(tmp_pa
     assert {d: (d / "evals.jsonl").stat().st_mtime_ns for d in finished} == stamps  # reused, not retrained
     trained = 4 - len(finished)
     assert f"for the {trained} of 4 runs trained by the last invocation" in (out / "bench.md").read_text()
+
+
+def test_a_stopped_habits_bench_ends_its_workers_too(tmp_path):
+    """`moalign bench --task habits` trains through the same worker pool (moalign.runpool): SIGTERM ends its workers
+    and keeps the finished runs."""
+    out, log = tmp_path / "habits", tmp_path / "log"
+    args = ["bench", "--task", "habits", "--objectives", "2", "--steps", "2", "--eval-every", "1", "--eval-size", "4",
+            "--seeds", "3", "--methods", "uniform,saw,mgda", "--workers", "2", "--out", str(out)]
+    with open(log, "w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "moalign.cli", *args], stdout=f, stderr=subprocess.STDOUT,
+                                env=dict(os.environ, OMP_NUM_THREADS="1"), start_new_session=True)
+    try:
+        children, deadline = set(), time.monotonic() + 300
+        while not list(out.rglob("timing.json")):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            children |= {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
+            time.sleep(0.1)
+        children |= {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 130, log.read_text()
+        for _ in range(50):
+            if not _running(children):
+                break
+            time.sleep(0.1)
+        assert not _running(children), f"processes left running {_running(children)}\n{log.read_text()}"
+    finally:
+        if proc.poll() is None or _running(children):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert "interrupted: the finished runs are kept" in log.read_text()
+    assert list(out.rglob("timing.json"))

@@ -223,10 +223,13 @@ def run_habits_bench(cfg: HabitsBenchConfig, progress: bool = True) -> Path:
     each), then write ``bench.json`` and ``bench.md`` under ``<out>/K<objectives>/``; returns the path of
     ``bench.md``. Interrupted, it resumes from the finished runs (an unfinished one starts again)."""
     from .demo import task_warm_start
+    from .precision import log_for_runs
+    from .runpool import stop_on_signals, train_in_workers
 
     out = k_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     model_dir = task_warm_start(TASK, progress=progress)
+    log_for_runs(model_dir)
     todo = []
     for seed in cfg.seeds:
         for label, strategy, params in _selected(cfg):
@@ -234,22 +237,26 @@ def run_habits_bench(cfg: HabitsBenchConfig, progress: bool = True) -> Path:
             if not _complete(run_dir, cfg, label.startswith("sweep-")):
                 todo.append({"cfg": dataclasses.asdict(cfg), "label": label, "strategy": strategy, "params": params,
                              "seed": seed, "model_dir": str(model_dir), "run_dir": str(run_dir)})
-    if cfg.workers == 1:
-        for job in todo:
-            _report(job, _timed_run(job), progress)
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        with ProcessPoolExecutor(cfg.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(_timed_run, job): job for job in todo}
-            for fut in as_completed(futures):
-                _report(futures[fut], fut.result(), progress)
+    with stop_on_signals():  # SIGTERM / Ctrl-C end the workers; finished runs are kept and the same command resumes
+        train_in_workers(todo, cfg.workers, _Progress(progress), _timed_run)
     summary = summarize_habits_bench(cfg)
     (out / "bench.json").write_text(json.dumps(summary, indent=1))
     md = out / "bench.md"
     md.write_text(habits_bench_markdown(summary))
     return md
+
+
+class _Progress:
+    """What :func:`moalign.runpool.train_in_workers` reports to: one line per finished run."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def running(self, job: dict[str, Any]) -> None:
+        pass
+
+    def finished(self, job: dict[str, Any], timing: dict[str, float]) -> None:
+        _report(job, timing, self.enabled)
 
 
 def _timed_run(job: dict[str, Any]) -> dict[str, float]:

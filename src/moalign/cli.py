@@ -378,6 +378,9 @@ def _habits_bench(seeds, methods, steps, eval_every, eval_size, gradient_mu, eva
     except ValueError as exc:
         _fail(str(exc))
         return
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the workers are stopped, finished runs kept
+        console.print(f"interrupted: the finished runs are kept in {out}; the same command trains the rest")
+        raise typer.Exit(code=130) from None
     typer.echo(md.read_text())
     console.print(f"[green]tables:[/] {md}")
 

@@ -19,7 +19,7 @@ __all__ = ["stop_on_signals", "train_in_workers"]
 class RunProgress(Protocol):
     def running(self, job: dict[str, Any]) -> None: ...
 
-    def finished(self, job: dict[str, Any], seconds: float) -> None: ...
+    def finished(self, job: dict[str, Any], result: Any) -> None: ...  # what ``run`` returned
 
 
 @contextlib.contextmanager
@@ -45,9 +45,10 @@ def stop_on_signals() -> Iterator[None]:
 
 
 def train_in_workers(todo: list[dict[str, Any]], workers: int, bar: RunProgress,
-                     run: Callable[[dict[str, Any]], float]) -> None:
-    """Train the runs, ``workers`` at a time (in this process when ``workers`` is 1). ``run(job) -> seconds`` trains
-    one; it must be a module-level function, so that a spawned worker can import it."""
+                     run: Callable[[dict[str, Any]], Any]) -> None:
+    """Train the runs, ``workers`` at a time (in this process when ``workers`` is 1). ``run(job)`` trains one and
+    returns what ``bar.finished`` receives (its time); it must be a module-level function, so that a spawned worker
+    can import it."""
     if workers == 1:
         for job in todo:
             bar.running(job)
