@@ -543,20 +543,8 @@ def _async_sft_examples(cfg: SyntheticConfig, n: int, seed: int, held_out: set[s
     rng = random.Random(f"moalign-synthetic-async-sft-{cfg.seed}-{seed}")
     numbered = _exact_flags(rng, n, cfg.marker_share)
     filler = _exact_flags(rng, n, cfg.filler_share)
-    out = []
-    while len(out) < n:
-        prob = generate_problem(rng, cfg)
-        if prob["problem"] in held_out:
-            continue
-        i = len(out)
-        text = render_async_solution(prob, numbered[i], filler[i], lambda _: rng.random() < cfg.carry_slip)
-        out.append(
-            {
-                "prompt": [{"role": "user", "content": prob["problem"]}],
-                "completion": [{"role": "assistant", "content": text}],
-            }
-        )
-    return out
+    return _habit_examples(rng, cfg, n, held_out, lambda prob, i, forget: render_async_solution(
+        prob, numbered[i], filler[i], forget))
 
 
 def _habits_sft_examples(cfg: SyntheticConfig, n: int, seed: int, held_out: set[str]) -> list[dict[str, Any]]:
@@ -564,14 +552,19 @@ def _habits_sft_examples(cfg: SyntheticConfig, n: int, seed: int, held_out: set[
     drawn independently of the others; each carry or borrow forgotten with probability ``carry_slip``."""
     rng = random.Random(f"moalign-synthetic-habits-sft-{cfg.seed}-{seed}")
     flags = {habit: _exact_flags(rng, n, HABIT_SHARES[habit]) for habit in HABITS}
+    return _habit_examples(rng, cfg, n, held_out, lambda prob, i, forget: render_habits_solution(
+        prob, {habit for habit in HABITS if flags[habit][i]}, forget))
+
+
+def _habit_examples(rng: random.Random, cfg: SyntheticConfig, n: int, held_out: set[str], render) -> list[dict]:
+    """``n`` examples of fresh problems not in ``held_out``; ``render(prob, i, forget)`` writes the ``i``-th solution,
+    with ``forget`` drawing each carry's slip from ``rng`` (the async and habits members share this loop)."""
     out = []
     while len(out) < n:
         prob = generate_problem(rng, cfg)
         if prob["problem"] in held_out:
             continue
-        i = len(out)
-        shown = {habit for habit in HABITS if flags[habit][i]}
-        text = render_habits_solution(prob, shown, lambda _: rng.random() < cfg.carry_slip)
+        text = render(prob, len(out), lambda _: rng.random() < cfg.carry_slip)
         out.append(
             {
                 "prompt": [{"role": "user", "content": prob["problem"]}],
