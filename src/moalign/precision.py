@@ -72,20 +72,23 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
-@cache
 def cpu_info() -> dict[str, Any]:
-    """The CPU a timing or a run is recorded with: model name, the SIMD level torch dispatches to, native bf16."""
+    """The CPU a timing or a run is recorded with: model name, the SIMD level torch dispatches to, native bf16, and
+    torch's thread count now (not cached: a bench or demo worker sets it to 1 after start-up)."""
     import torch
 
-    name = platform.processor() or platform.machine()
+    return {"model": _cpu_model(), "torch_capability": torch.backends.cpu.get_cpu_capability(),
+            "native_bf16": cpu_has_native_bf16(), "threads": torch.get_num_threads()}
+
+
+@cache
+def _cpu_model() -> str:
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
         for line in cpuinfo.read_text(errors="replace").splitlines():
             if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    return {"model": name, "torch_capability": torch.backends.cpu.get_cpu_capability(),
-            "native_bf16": cpu_has_native_bf16(), "threads": torch.get_num_threads()}
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def has_accelerator() -> bool:
