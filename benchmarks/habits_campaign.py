@@ -62,8 +62,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ks", default="8,2")
     p.add_argument("--seeds", default="100,101,102,103,104")
     p.add_argument("--calibration-seeds", default="0,1")
-    p.add_argument("--methods", default="uniform,uniform-lr1.5x,mo-grpo,saw,saw-ema,gradient,hypervolume-uniform,"
-                                        "ctwa,mgda,sweep")
+    p.add_argument("--methods", default="uniform,uniform-lr1.5x,gdpo,mo-grpo,saw,saw-ema,gradient,"
+                                        "hypervolume-uniform,ctwa,mgda,sweep")
+    p.add_argument("--workers", type=int, default=BUDGET["workers"],
+                   help="worker processes (one thread each); results do not depend on it")
     p.add_argument("--out", default="runs/bench_habits")
     p.add_argument("--calibration-out", default="runs/bench_habits/calibration")
     p.add_argument("--results", default="benchmarks/results/bench_habits")
@@ -75,10 +77,11 @@ def main(argv: list[str] | None = None) -> None:
     shutil.copy(Path(args.calibration_out) / "choice.json", results / "calibration_choice.json")
     seeds, ks = [int(s) for s in args.seeds.split(",")], [int(k) for k in args.ks.split(",")]
     methods = args.methods.split(",")
+    budget = {**BUDGET, "workers": args.workers}
     for i, seed in enumerate(seeds):
         for k in ks:
             targets = [choice["ctwa_target_scale"] * x for x in [0.15] + [0.08] * (k - 1)]
-            common = dict(objectives=k, methods=methods, out=str(out), cov_targets=targets, **BUDGET)
+            common = dict(objectives=k, methods=methods, out=str(out), cov_targets=targets, **budget)
             run_habits_bench(HabitsBenchConfig(seeds=[seed], **common))
             md = run_habits_bench(HabitsBenchConfig(seeds=seeds[: i + 1], **common))  # all finished seeds
             for name in ("bench.md", "bench.json"):

@@ -107,6 +107,16 @@ def campaign_methods(dynamic: str = "gradient", dynamic_params: dict[str, Any] |
     return out
 
 
+def lr_control_method(base: dict[str, Any], scale: float) -> Method:
+    """Fixed balanced weights at ``scale`` x the base config's learning rate (issue 29, item 6): a run that learns as
+    slowly as a dynamic method that scaled its step size, in the fixed method's direction."""
+    from moalign.bench import bench_methods
+
+    strategy, params = {label: (s, p) for label, s, p in bench_methods()}[REFERENCE]
+    lr = float(base.get("learning_rate", 1e-4)) * scale
+    return Method(f"{REFERENCE}-lr{scale:g}x", strategy, dict(params), {"learning_rate": lr})
+
+
 def load_base_config(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise SystemExit(f"--config {path} does not exist")
@@ -244,7 +254,10 @@ class Run:
 def plan(args) -> list[Run]:
     """Every (seed, method) run in the order they train: seed by seed, methods in campaign order."""
     base = load_base_config(args.config)
-    methods = campaign_methods(args.dynamic, args.dynamic_params)
+    if getattr(args, "lr_control", None) is not None:
+        methods = [lr_control_method(base, args.lr_control)]
+    else:
+        methods = campaign_methods(args.dynamic, args.dynamic_params)
     runs = []
     for seed in args.seeds:
         for m in methods:
@@ -586,16 +599,16 @@ def run_record(run: Run, split: str, greedy: dict[str, Any] | None) -> dict[str,
 
 
 def compare(records: dict[str, dict[int, dict[str, Any]]], greedy: dict[str, dict[int, dict[str, Any]]],
-            methods: list[str], n_boot: int) -> list[dict[str, Any]]:
-    """Every method against the first (fixed-balanced), paired by seed: front HV and the final policy's greedy
-    accuracy, clarity and length (seed means, ``paired_comparison``: bootstrap over seeds; plus real_model_eval's
-    two-level CI over seeds and problems)."""
+            methods: list[str], n_boot: int, pairs: list[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
+    """Every method against the first (fixed-balanced), or the given (method, reference) ``pairs``, paired by seed:
+    front HV and the final policy's greedy accuracy, clarity and length (seed means, ``paired_comparison``: bootstrap
+    over seeds; plus real_model_eval's two-level CI over seeds and problems where both sides' per-problem scores are
+    here; records imported from an earlier campaign.json carry only their seed means)."""
     from moalign.bench import paired_comparison
 
     script = _eval_script()
-    ref = methods[0]
     rows = []
-    for method in methods[1:]:
+    for method, ref in pairs or [(m, methods[0]) for m in methods[1:]]:
         common = sorted(set(records.get(method, {})) & set(records.get(ref, {})))
         if not common:
             continue
@@ -617,6 +630,15 @@ def compare(records: dict[str, dict[int, dict[str, Any]]], greedy: dict[str, dic
                     higher_is_better=metric != "length")
                 seed_level.update(per_seed=two_level["per_seed"], ci_seeds_x_problems=two_level["ci"])
                 row[f"greedy_{metric}"] = seed_level
+        elif all("greedy" in records[m][s] for m in (ref, method) for s in common):
+            for metric in ("accuracy", "clarity", "length"):
+                if metric in records[ref][common[0]]["greedy"]:
+                    seed_level = paired_comparison({s: records[method][s]["greedy"][metric] for s in common},
+                                                   {s: records[ref][s]["greedy"][metric] for s in common}, n_boot,
+                                                   higher_is_better=metric != "length")
+                    seed_level["per_seed"] = [records[method][s]["greedy"][metric] - records[ref][s]["greedy"][metric]
+                                              for s in common]
+                    row[f"greedy_{metric}"] = seed_level
         rows.append(row)
     return rows
 
@@ -642,9 +664,19 @@ def analyse(runs: list[Run], args, console=None) -> dict[str, Any]:
                              args.threads)
             greedy.setdefault(r.method.label, {})[r.seed] = g
         records.setdefault(r.method.label, {})[r.seed] = run_record(r, args.split, g)
+    pairs = None
+    if getattr(args, "reference_results", None) is not None:
+        earlier = json.loads(Path(args.reference_results).read_text())
+        for m in earlier["methods"]:
+            records.setdefault(m, {int(seed): rec for seed, rec in earlier["runs"].get(m, {}).items()})
+        own = methods
+        methods = list(dict.fromkeys([*earlier["methods"], *own]))
+        # each method against fixed-balanced, and the earlier dynamic methods against this campaign's own (the control)
+        pairs = [(m, REFERENCE) for m in methods if m != REFERENCE]
+        pairs += [(m, o) for o in own for m in earlier["methods"] if m not in (REFERENCE, o)]
     first = runs[0]
     return {
-        "issue": "19, item 7", "smoke": bool(args.smoke), "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "issue": "29, item 6" if getattr(args, "lr_control", None) is not None else "19, item 7", "smoke": bool(args.smoke), "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "done": sum(len(v) for v in records.values()), "total": len(runs), "methods": methods,
         "method_settings": {r.method.label: {"strategy": r.method.strategy, "strategy_params": r.method.params,
                                              **r.method.trainer_args} for r in runs},
@@ -655,7 +687,9 @@ def analyse(runs: list[Run], args, console=None) -> dict[str, Any]:
         "eval_size": first.config.get("mo_eval_size"), "eval_temperature": first.config.get("mo_eval_temperature"),
         "train_temperature": first.config.get("temperature"), "states": states,
         "runs": {m: {str(s): rec for s, rec in per.items()} for m, per in records.items()},
-        "comparisons": compare(records, greedy, methods, args.bootstrap),
+        "comparisons": compare(records, greedy, methods, args.bootstrap, pairs),
+        "reference_results": _repo_relative(Path(args.reference_results))
+        if getattr(args, "reference_results", None) is not None else None,
     }
 
 
@@ -697,31 +731,31 @@ def campaign_markdown(s: dict[str, Any]) -> str:
                          f"{last.get('clarity', math.nan):.3f} | {acc} | {fmt} | {weights} | {wall} |")
     comps = s["comparisons"]
     if comps:
-        ref = comps[0]["reference"]
-        lines.append(f"\n## Front HV: method − {ref}, paired by seed\n")
-        lines.append(f"| method | seeds | HV method | HV {ref} | per-seed difference | difference [95 % CI] | "
-                     "W/T/L |")
-        lines.append("|---|---|---:|---:|---|---|---|")
+        lines.append("\n## Front HV: method − reference, paired by seed\n")
+        lines.append("| method | reference | seeds | HV method | HV reference | per-seed difference | "
+                     "difference [95 % CI] | W/T/L |")
+        lines.append("|---|---|---|---:|---:|---|---|---|")
         for c in comps:
             h = c["hv"]
-            lines.append(f"| {c['method']} | {','.join(map(str, c['seeds']))} | {h['mean_a']:.4f} | "
+            lines.append(f"| {c['method']} | {c['reference']} | {','.join(map(str, c['seeds']))} | {h['mean_a']:.4f} | "
                          f"{h['mean_b']:.4f} | {' '.join(f'{d:+.4f}' for d in h['per_seed'])} | {h['diff']:+.4f} "
                          f"{_ci(h, digits=4)} | {h['wins']}/{h['ties']}/{h['losses']} |")
         if any("greedy_accuracy" in c for c in comps):
-            lines.append(f"\n## Final greedy accuracy: method − {ref}, paired by seed\n")
-            lines.append(f"| method | metric | seeds | mean method / {ref} | per-seed difference | difference "
-                         "[95 % CI, seeds] | [95 % CI, seeds x problems] | seeds W/T/L |")
-            lines.append("|---|---|---|---|---|---|---|---|")
+            lines.append("\n## Final greedy accuracy: method − reference, paired by seed\n")
+            lines.append("| method | reference | metric | seeds | mean method / reference | per-seed difference | "
+                         "difference [95 % CI, seeds] | [95 % CI, seeds x problems] | seeds W/T/L |")
+            lines.append("|---|---|---|---|---|---|---|---|---|")
             for c in comps:
                 for metric in ("accuracy", "clarity", "length"):
                     g = c.get(f"greedy_{metric}")
                     if g is None:
                         continue
                     d = 1 if metric == "length" else 3
-                    lines.append(f"| {c['method']} | {metric} | {','.join(map(str, c['seeds']))} | "
+                    two_level = _ci(g, "ci_seeds_x_problems", d) if "ci_seeds_x_problems" in g else "–"
+                    lines.append(f"| {c['method']} | {c['reference']} | {metric} | {','.join(map(str, c['seeds']))} | "
                                  f"{g['mean_a']:.{d}f} / {g['mean_b']:.{d}f} | "
                                  f"{' '.join(f'{x:+.{d}f}' for x in g['per_seed'])} | {g['diff']:+.{d}f} "
-                                 f"{_ci(g, digits=d)} | {_ci(g, 'ci_seeds_x_problems', d)} | "
+                                 f"{_ci(g, digits=d)} | {two_level} | "
                                  f"{g['wins']}/{g['ties']}/{g['losses']} |")
             lines.append("\n(length: fewer tokens is a win.)")
     todo = {k: v for k, v in s["states"].items() if v != "done"}
@@ -804,6 +838,11 @@ def parse_args(argv: list[str] | None = None):
                         "mo-grpo, ...); default gradient with docs/real_model.md's mu 3.3e-3")
     p.add_argument("--dynamic-params", type=_json_object, default=None,
                    help="JSON mapping merged into the dynamic method's strategy_params")
+    p.add_argument("--lr-control", type=float, default=None, metavar="SCALE",
+                   help="train only fixed-balanced at SCALE x the base learning rate (issue 29: the control for a "
+                        "dynamic method that scaled its step size), e.g. 0.86")
+    p.add_argument("--reference-results", type=Path, default=None,
+                   help="an earlier campaign.json whose runs join the tables (paired by seed) as if finished here")
     p.add_argument("--eval-temperature", type=float, default=0.7,
                    help="temperature of the evaluations in evals.jsonl that the front HV is computed from "
                         "(default 0.7, the training temperature; 0: greedy)")
@@ -833,6 +872,11 @@ def parse_args(argv: list[str] | None = None):
     for key in ("save_steps", "threads", "batch_size", "bootstrap"):
         if getattr(args, key) < 1:
             p.error(f"--{key.replace('_', '-')} must be >= 1, but got {getattr(args, key)}")
+    if args.lr_control is not None and not (math.isfinite(args.lr_control) and args.lr_control > 0):
+        p.error(f"--lr-control must be a positive learning-rate factor such as 0.86, but got {args.lr_control}")
+    if args.reference_results is not None and not args.reference_results.is_file():
+        p.error(f"--reference-results {args.reference_results} does not exist; give an earlier campaign.json, e.g. "
+                "benchmarks/results/real_model_campaign/campaign.json")
     if not (math.isfinite(args.eval_temperature) and args.eval_temperature >= 0):
         p.error(f"--eval-temperature must be >= 0 (0: greedy), but got {args.eval_temperature}")
     return args

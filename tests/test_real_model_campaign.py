@@ -182,9 +182,48 @@ def test_analysis_of_hand_made_runs_against_hand_computations(campaign, tmp_path
     assert [gradient["greedy_accuracy"][k] for k in ("wins", "ties", "losses")] == [1, 1, 1]
     md = (tmp_path / "campaign.md").read_text()
     assert "| gradient | 200 | 0.3000 | 0, 20 |" in md
-    assert "| saw | accuracy | 200,201,202 | 0.750 / 0.417 | +0.500 +0.250 +0.250 | +0.333 [" in md
+    assert "| saw | fixed-balanced | accuracy | 200,201,202 | 0.750 / 0.417 | +0.500 +0.250 +0.250 | +0.333 [" in md
     assert "Partial results" not in md
     assert s["base_config"] == "examples/smollm2_additions.yaml"  # committed tables name no machine's directory
+
+
+def test_lr_control_trains_fixed_balanced_at_a_scaled_rate_and_joins_the_earlier_campaign(campaign, tmp_path):
+    """Issue 29, item 6: the control's run list, and its tables against an earlier campaign's records."""
+    runs = campaign.plan(_args(campaign, tmp_path / "c", "--lr-control", "0.86", "--seeds", "200,201"))
+    base = yaml.safe_load((ROOT / "examples" / "smollm2_additions.yaml").read_text())
+    assert [r.name for r in runs] == ["fixed-balanced-lr0.86x-seed200", "fixed-balanced-lr0.86x-seed201"]
+    assert runs[0].config["learning_rate"] == pytest.approx(0.86 * base["learning_rate"])
+    assert (runs[0].config["strategy"], runs[0].config["strategy_params"]) == ("fixed", {"preset": "balanced"})
+    with pytest.raises(SystemExit):
+        _args(campaign, tmp_path, "--lr-control", "0")
+    with pytest.raises(SystemExit):
+        _args(campaign, tmp_path, "--reference-results", str(tmp_path / "missing.json"))
+    # the earlier campaign: fixed-balanced and gradient; HV of a run is 0.125 + 0.25 x its final accuracy (above)
+    earlier, control = tmp_path / "earlier", tmp_path / "control"
+    finals = {"fixed-balanced": [0.8, 0.7], "gradient": [0.6, 0.7], "fixed-balanced-lr0.86x": [0.7, 0.9]}
+    greedy = {"fixed-balanced": [[1, 1], [1, 0]], "gradient": [[0, 1], [0, 0]], "fixed-balanced-lr0.86x": [[1, 0], [1, 1]]}
+    for method, accs in finals.items():
+        for i, seed in enumerate([200, 201]):
+            _hand_made_run(control if "lr" in method else earlier, method, seed, accs[i], greedy[method][i], [0, 0])
+    assert campaign.main(["--out", str(earlier), "--seeds", "200,201", "--dynamic", "gradient", "--analyze-only",
+                          "--bootstrap", "200"]) == 0
+    assert campaign.main(["--out", str(control), "--seeds", "200,201", "--lr-control", "0.86", "--analyze-only",
+                          "--reference-results", str(earlier / "campaign.json"), "--bootstrap", "200"]) == 0
+    s = json.loads((control / "campaign.json").read_text())
+    assert s["issue"] == "29, item 6" and s["methods"] == ["fixed-balanced", "gradient", "saw",
+                                                            "fixed-balanced-lr0.86x"]
+    pairs = {(c["method"], c["reference"]): c for c in s["comparisons"]}
+    assert set(pairs) == {("gradient", "fixed-balanced"), ("fixed-balanced-lr0.86x", "fixed-balanced"),
+                          ("gradient", "fixed-balanced-lr0.86x")}
+    hv = pairs[("fixed-balanced-lr0.86x", "fixed-balanced")]["hv"]
+    assert hv["per_seed"] == pytest.approx([0.25 * (0.7 - 0.8), 0.25 * (0.9 - 0.7)])
+    slower_vs_direction = pairs[("gradient", "fixed-balanced-lr0.86x")]
+    assert slower_vs_direction["hv"]["per_seed"] == pytest.approx([0.25 * (0.6 - 0.7), 0.25 * (0.7 - 0.9)])
+    # greedy accuracy from the earlier records' seed means (its per-problem scores are not imported)
+    acc = slower_vs_direction["greedy_accuracy"]
+    assert acc["per_seed"] == pytest.approx([0.5 - 0.5, 0.0 - 1.0]) and "ci_seeds_x_problems" not in acc
+    md = (control / "campaign.md").read_text()
+    assert "| gradient | fixed-balanced-lr0.86x | accuracy | 200,201 | 0.250 / 0.750 | +0.000 -1.000 | -0.500 [" in md
 
 
 def test_partial_campaign_tables_name_what_is_missing(campaign, tmp_path):
