@@ -55,11 +55,13 @@ def _write_run(root, label, seed, test_points, val_points=None, k=2, cfg=None):
 
 
 def test_summary_hv_igd_plus_and_sweep_equivalent_n(tmp_path):
-    cfg = HabitsBenchConfig(objectives=2, seeds=[0, 1], methods=["uniform", "saw", "sweep"], sweep_presets=2,
-                            out=str(tmp_path), bootstrap=200)
+    cfg = HabitsBenchConfig(objectives=2, seeds=[0, 1], methods=["uniform", "saw", "saw-ema", "sweep"],
+                            sweep_presets=2, out=str(tmp_path), bootstrap=200)
     fronts = {  # per seed: method -> test points (accuracy, habit_numbered)
-        0: {"uniform": [[0.2, 0.5], [0.3, 0.4]], "saw": [[0.4, 0.6]], "sweep-0": [[0.5, 0.2]], "sweep-1": [[0.1, 0.9]]},
-        1: {"uniform": [[0.3, 0.5]], "saw": [[0.3, 0.7]], "sweep-0": [[0.6, 0.1]], "sweep-1": [[0.2, 0.8]]},
+        0: {"uniform": [[0.2, 0.5], [0.3, 0.4]], "saw": [[0.4, 0.6]], "sweep-0": [[0.5, 0.2]], "sweep-1": [[0.1, 0.9]],
+            "saw-ema": [[0.5, 0.5]]},
+        1: {"uniform": [[0.3, 0.5]], "saw": [[0.3, 0.7]], "sweep-0": [[0.6, 0.1]], "sweep-1": [[0.2, 0.8]],
+            "saw-ema": [[0.1, 0.1]]},
     }
     val_hv = {(0, "sweep-0"): [[0.5, 0.5]], (0, "sweep-1"): [[0.1, 0.1]], (1, "sweep-0"): [[0.2, 0.2]],
               (1, "sweep-1"): [[0.9, 0.9]]}
@@ -91,8 +93,15 @@ def test_summary_hv_igd_plus_and_sweep_equivalent_n(tmp_path):
     assert sweep["versus_best_of_n"]["saw"][2]["diff"] == pytest.approx(np.mean([0.24 - best2[0], 0.21 - best2[1]]))
     vs = {r["method"]: r for r in summary["versus_uniform"]}
     assert vs["saw"]["hv"]["diff"] == pytest.approx(np.mean([0.24 - 0.14, 0.21 - 0.15]))
+    # SAW smoothed against SAW as published, paired by seed: (0.25 - 0.24, 0.01 - 0.21)
+    (pair,) = summary["pairs"]
+    assert (pair["method"], pair["reference"]) == ("saw-ema", "saw")
+    assert pair["hv"]["diff"] == pytest.approx(np.mean([0.25 - 0.24, 0.01 - 0.21]))
+    assert [pair["hv"][k] for k in ("wins", "ties", "losses")] == [1, 0, 1]
+    assert summary["hv_per_seed"]["saw"] == {"0": pytest.approx(0.24), "1": pytest.approx(0.21)}
     md = habits_bench_markdown(summary)
     assert "sweep-equivalent N" in md and "| saw |" in md
+    assert "| saw-ema | saw | -0.0950 [" in md
 
 
 def test_a_run_trained_with_other_settings_is_not_reused(tmp_path):

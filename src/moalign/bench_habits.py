@@ -45,6 +45,9 @@ AGGREGATION = {"gdpo": "normalize_then_sum", "mo-grpo": "mo_grpo"}
 # The hypervolume method multiplies the learning rate by its meta-reward r_pareto (mean 1.49 in its K = 8 runs of
 # seeds 100-101): uniform weights at 1.5x the learning rate separate a faster learner from a better direction.
 LR_SCALE = {"uniform-lr1.5x": 1.5}
+# Paired comparisons besides "against uniform weights" (method, reference): SAW smoothed vs as published (item 5),
+# the hypervolume method vs uniform weights at its learning rate (is its gain the larger step?), GDPO vs MO-GRPO.
+EXTRA_PAIRS = [("saw-ema", "saw"), ("hypervolume-uniform", "uniform-lr1.5x"), ("gdpo", "mo-grpo")]
 
 
 def habits_objectives(k: int) -> list[Any]:
@@ -356,6 +359,8 @@ def summarize_habits_bench(cfg: HabitsBenchConfig) -> dict[str, Any]:
                                        "hv": paired_comparison(hv[m], hv["uniform"], cfg.bootstrap),
                                        "igd_plus": paired_comparison(igd[m], igd["uniform"], cfg.bootstrap,
                                                                      higher_is_better=False)})
+    pairs = [{"method": m, "reference": ref, "hv": paired_comparison(hv[m], hv[ref], cfg.bootstrap)}
+             for m, ref in EXTRA_PAIRS if m in hv and ref in hv and set(hv[m]) & set(hv[ref])]
     sweep = {}
     labels = [f"sweep-{i}" for i in range(cfg.sweep_presets)]
     seeds = [s for s in cfg.seeds if all(s in runs.get(lab, {}) and "val_hv" in runs[lab][s] for lab in labels)]
@@ -377,7 +382,9 @@ def summarize_habits_bench(cfg: HabitsBenchConfig) -> dict[str, Any]:
                 for n in sorted({1, 2, 4, cfg.sweep_presets} & set(range(1, cfg.sweep_presets + 1)))}
     cpu = [v.get("cpu_seconds", 0.0) for per in runs.values() for v in per.values()]
     return {"config": dataclasses.asdict(cfg), "metrics": metrics, "table": sorted(table, key=lambda r: r["method"]),
-            "versus_uniform": versus_uniform, "sweep": sweep, "cpu_seconds": float(np.sum(cpu)), "runs": len(cpu)}
+            "versus_uniform": versus_uniform, "pairs": pairs, "sweep": sweep,
+            "hv_per_seed": {m: {str(s): v for s, v in sorted(per.items())} for m, per in sorted(hv.items())},
+            "cpu_seconds": float(np.sum(cpu)), "runs": len(cpu)}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -415,6 +422,10 @@ def habits_bench_markdown(summary: dict[str, Any]) -> str:
                   "|---|---:|---:|---:|---:|"]
         for row in summary["versus_uniform"]:
             lines.append(f"| {row['method']} | {_cmp(row['hv'], 4)} | {_cmp(row['igd_plus'])} |")
+    if summary.get("pairs"):
+        lines += ["\n## Other pairs (paired by seed)\n", "| method | reference | HV diff [95 % CI] | W/T/L |",
+                  "|---|---|---:|---:|"]
+        lines += [f"| {row['method']} | {row['reference']} | {_cmp(row['hv'], 4)} |" for row in summary["pairs"]]
     sweep = summary["sweep"]
     if sweep:
         pool = len(sweep["curve"])
