@@ -16,13 +16,15 @@ Every run is reused when complete (``moalign bench`` semantics), so the same com
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
-from moalign.bench_habits import HabitsBenchConfig, k_dir, run_habits_bench
+from moalign.bench_habits import (HabitsBenchConfig, _complete, _selected, habits_bench_markdown, k_dir,
+                                  run_habits_bench, summarize_habits_bench)
 
 BUDGET = {"steps": 30, "eval_every": 5, "eval_size": 100, "sweep_presets": 6, "workers": 1}
 CALIBRATION_K = 4
@@ -45,6 +47,25 @@ def calibrate(seeds: list[int], out: Path) -> dict:
               "hv_means": hv, "seeds": seeds, "k": CALIBRATION_K}
     (out / "choice.json").write_text(json.dumps(choice, indent=1))
     return choice
+
+
+def complete_seeds(cfg: HabitsBenchConfig) -> list[int]:
+    """The seeds of ``cfg`` whose every run (every method and sweep preset) is finished."""
+    out = k_dir(cfg)
+    return [s for s in cfg.seeds
+            if all(_complete(out / f"{label}-seed{s}", cfg, label.startswith("sweep-")) for label, _, _ in _selected(cfg))]
+
+
+def write_tables(cfg: HabitsBenchConfig, results: Path) -> list[int]:
+    """Summarise K = ``cfg.objectives`` over its complete seeds into ``results/K<k>_bench.{json,md}`` (training
+    nothing); returns those seeds."""
+    seeds = complete_seeds(cfg)
+    if not seeds:
+        return []
+    summary = summarize_habits_bench(dataclasses.replace(cfg, seeds=seeds))
+    (results / f"K{cfg.objectives}_bench.json").write_text(json.dumps(summary, indent=1))
+    (results / f"K{cfg.objectives}_bench.md").write_text(habits_bench_markdown(summary))
+    return seeds
 
 
 def _commit(paths: list[Path], message: str) -> None:
@@ -70,24 +91,35 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--calibration-out", default="runs/bench_habits/calibration")
     p.add_argument("--results", default="benchmarks/results/bench_habits")
     p.add_argument("--commit", action="store_true", help="commit the results folder after each (seed, K)")
+    p.add_argument("--tables-only", action="store_true",
+                   help="train nothing: rewrite each K's tables over its seeds whose runs are all finished")
     args = p.parse_args(argv)
     out, results = Path(args.out), Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
-    choice = calibrate([int(s) for s in args.calibration_seeds.split(",")], Path(args.calibration_out))
-    shutil.copy(Path(args.calibration_out) / "choice.json", results / "calibration_choice.json")
     seeds, ks = [int(s) for s in args.seeds.split(",")], [int(k) for k in args.ks.split(",")]
     methods = args.methods.split(",")
     budget = {**BUDGET, "workers": args.workers}
-    for i, seed in enumerate(seeds):
+    if args.tables_only:
+        choice = json.loads((Path(args.calibration_out) / "choice.json").read_text())
+    else:
+        choice = calibrate([int(s) for s in args.calibration_seeds.split(",")], Path(args.calibration_out))
+        shutil.copy(Path(args.calibration_out) / "choice.json", results / "calibration_choice.json")
+
+    def config(k: int, run_seeds: list[int]) -> HabitsBenchConfig:
+        targets = [choice["ctwa_target_scale"] * x for x in [0.15] + [0.08] * (k - 1)]
+        return HabitsBenchConfig(objectives=k, seeds=run_seeds, methods=methods, out=str(out), cov_targets=targets,
+                                 **budget)
+
+    if args.tables_only:
         for k in ks:
-            targets = [choice["ctwa_target_scale"] * x for x in [0.15] + [0.08] * (k - 1)]
-            common = dict(objectives=k, methods=methods, out=str(out), cov_targets=targets, **budget)
-            run_habits_bench(HabitsBenchConfig(seeds=[seed], **common))
-            md = run_habits_bench(HabitsBenchConfig(seeds=seeds[: i + 1], **common))  # all finished seeds
-            for name in ("bench.md", "bench.json"):
-                shutil.copy(md.parent / name, results / f"K{k}_{name}")
+            print(f"K={k}: tables over seeds {write_tables(config(k, seeds), results)} -> {results}")
+        return
+    for seed in seeds:
+        for k in ks:
+            run_habits_bench(config(k, [seed]))
+            done = write_tables(config(k, seeds), results)  # every seed whose runs are all finished
             if args.commit:
-                _commit([results], f"habits campaign: K={k} tables over seeds {seeds[: i + 1]}")
+                _commit([results], f"habits campaign: K={k} tables over seeds {done}")
 
 
 if __name__ == "__main__":
