@@ -4,7 +4,9 @@ Each measurement runs in a fresh process: one forward pass, then either one Gram
 reference, one plain ``backward()`` of a single loss (what the update itself costs); reported is the growth of the
 process's peak RSS over the forward, next to the ``K × probed × 4 bytes`` a per-objective gradient buffer would need.
 
-    python benchmarks/bench_gram_memory.py --k 3 6
+    python benchmarks/bench_gram_memory.py --k 3 6 8 [--json rows.json]
+
+The last column is the probe's largest ``(K, numel)`` block (``GramProbe.peak_block_bytes``), what grows with K.
 """
 
 from __future__ import annotations
@@ -53,28 +55,40 @@ def _measure(k: int, hidden: int, layers: int, batch: int, length: int, mode: st
             "peak_growth_MiB": (after - before) / 1024, "largest_block_MiB": probe.peak_block_bytes / 2**20}
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--k", type=int, nargs="+", default=[3, 6])
     p.add_argument("--hidden", type=int, default=1024)
     p.add_argument("--layers", type=int, default=9)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--length", type=int, default=64)
+    p.add_argument("--json", default=None, help="also write the rows here")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--mode", default="probe", choices=["probe", "backward"], help=argparse.SUPPRESS)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.child:
         print(json.dumps(_measure(args.k[0], args.hidden, args.layers, args.batch, args.length, args.mode)))
         return
-    print("| pass | K | probed params | K × probed × 4 B (MiB) | peak RSS growth over the forward (MiB) |")
-    print("|---|---|---:|---:|---:|")
+    print("| pass | K | probed params | K × probed × 4 B (MiB) | peak RSS growth over the forward (MiB) "
+          "| largest (K, numel) block (MiB) |")
+    print("|---|---|---:|---:|---:|---:|")
+    rows = []
     for mode, k in [("backward", 1)] + [("probe", k) for k in args.k]:
         cmd = [sys.executable, __file__, "--child", "--mode", mode, "--k", str(k), "--hidden", str(args.hidden),
                "--layers", str(args.layers), "--batch", str(args.batch), "--length", str(args.length)]
         r = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
         label = "plain backward (the update)" if mode == "backward" else "GramProbe"
+        block = "—" if mode == "backward" else f"{r['largest_block_MiB']:.0f}"
         print(f"| {label} | {r['k']} | {r['probed_params']:,} | {r['k_x_probed_MiB']:.0f} | "
-              f"{r['peak_growth_MiB']:.0f} |")
+              f"{r['peak_growth_MiB']:.0f} | {block} |")
+        rows.append(r)
+    if args.json:
+        from moalign.precision import cpu_info
+
+        with open(args.json, "w") as f:
+            json.dump({"args": {k: v for k, v in vars(args).items() if k not in ("child", "mode")}, "cpu": cpu_info(),
+                       "rows": rows}, f, indent=1)
+    return rows
 
 
 if __name__ == "__main__":

@@ -16,6 +16,17 @@ number of repetitions, the ratio to the naive medians and the largest difference
 
     python benchmarks/bench_pareto.py                       # 1,000 points, 3 objectives, 500 repetitions
     python benchmarks/bench_pareto.py --n 1000 --k 4 --repeats 200
+
+``--strategy-ks 3 4 6 8`` measures instead the hypervolume *strategy*'s own work per RL step (issue 29 item 4): a
+``Hypervolume(K, point_source="train_batch")`` with its defaults (unbounded buffer, ``box_root`` scale, reference
+point at the origin, ``apply_to: lr``) is fed ``--steps`` training batches of ``--batch`` completions with 0/1
+rewards drawn at fixed per-objective rates (U(0.2, 0.8), so the batch means are noisy and the buffer keeps growing:
+the unfavourable case; a policy that improves dominates its earlier points and keeps the buffer small). Timed per
+step with the process's CPU clock (``time.process_time``): ``before_update`` (the batch means, the exact ΔHV against
+the buffer through moocore, the buffer update, the box-root scale), ``scalarize``, ``lr_scale``, ``after_update``
+and ``metrics``, i.e. everything the trainer calls on the strategy in a step.
+
+    python benchmarks/bench_pareto.py --strategy-ks 3 4 6 8 --steps 200 --batch 32
 """
 
 from __future__ import annotations
@@ -151,6 +162,63 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def strategy_cost(k: int, steps: int = 200, batch: int = 32, runs: int = 3, seed: int = 0) -> dict:
+    """CPU time of the hypervolume strategy's hooks per RL step at K objectives (``--strategy-ks``)."""
+    from moalign.weighting.base import StepStats
+    from moalign.weighting.hypervolume import Hypervolume
+
+    times, late, sizes, comparisons = [], [], [], 0
+    for run in range(runs):
+        rng = np.random.default_rng([seed, k, run])
+        rates = rng.uniform(0.2, 0.8, size=k)
+        hv = Hypervolume(k, point_source="train_batch")
+        group_ids = np.repeat(np.arange(max(batch // 8, 1)), 8)[:batch]
+        for step in range(steps):
+            rewards = (rng.random((batch, k)) < rates).astype(np.float64)
+            stats = StepStats(step, rewards, group_ids, np.zeros((batch, k)))
+            comparisons += len(hv._buffer)
+            start = time.process_time()
+            hv.before_update(stats)
+            hv.scalarize(rewards)
+            hv.lr_scale()
+            hv.after_update(stats)
+            hv.metrics()
+            elapsed = time.process_time() - start
+            times.append(elapsed)
+            if step >= steps - steps // 4:
+                late.append(elapsed)
+        sizes.append(len(hv._buffer))
+    q1, median, q3 = _quartiles(times)
+    return {"k": k, "steps": steps, "batch": batch, "runs": runs, "median_ms": median * 1e3, "q1_ms": q1 * 1e3,
+            "q3_ms": q3 * 1e3, "mean_ms": statistics.fmean(times) * 1e3, "max_ms": max(times) * 1e3,
+            "p99_ms": float(np.percentile(times, 99)) * 1e3, "steps_over_1ms": int(sum(t > 1e-3 for t in times)),
+            "last_quarter_median_ms": statistics.median(late) * 1e3, "mean_buffer_size": comparisons / (runs * steps),
+            "final_buffer_size": statistics.fmean(sizes)}
+
+
+def strategy_markdown(rows: list[dict]) -> str:
+    m = machine_info()
+    r0 = rows[0]
+    lines = [
+        f"Hypervolume strategy (point_source train_batch, defaults) per RL step: {r0['runs']} runs × {r0['steps']} "
+        f"steps of {r0['batch']} completions per K, 0/1 rewards at fixed rates; CPU time (time.process_time).",
+        f"Machine: {m['cpu']}, {m['cores']} cores; Python {m['python']}, numpy {m['numpy']}, "
+        f"moocore {m['moocore']}.",
+        "",
+        "| K | median (ms) | IQR (ms) | mean (ms) | 99th percentile (ms) | max (ms) | steps over 1 ms "
+        "| median, last quarter of the steps (ms) | mean buffer size | final buffer size |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['k']} | {r['median_ms']:.3f} | {r['q1_ms']:.3f}–{r['q3_ms']:.3f} | {r['mean_ms']:.3f} "
+            f"| {r['p99_ms']:.2f} | {r['max_ms']:.2f} | {r['steps_over_1ms']} of {r['steps'] * r['runs']} "
+            f"| {r['last_quarter_median_ms']:.3f} | {r['mean_buffer_size']:.1f} "
+            f"| {r['final_buffer_size']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=1000, help="buffer size (mutually non-dominated points)")
@@ -159,7 +227,25 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--warmup", type=int, default=20, help="untimed calls per method first")
     parser.add_argument("--points", type=int, default=20, help="distinct new points, cycled over the repetitions")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--strategy-ks", type=int, nargs="+", default=None, metavar="K",
+                        help="instead: the hypervolume strategy's CPU time per RL step at each K (see above)")
+    parser.add_argument("--steps", type=int, default=200, help="with --strategy-ks: RL steps per run")
+    parser.add_argument("--batch", type=int, default=32, help="with --strategy-ks: completions per step")
+    parser.add_argument("--runs", type=int, default=3, help="with --strategy-ks: runs per K (seeds)")
+    parser.add_argument("--json", default=None, help="with --strategy-ks: also write the rows here")
     args = parser.parse_args(argv)
+    if args.strategy_ks:
+        if min(args.strategy_ks) < 2 or min(args.steps, args.batch, args.runs) < 1:
+            parser.error("--strategy-ks needs K >= 2, and --steps, --batch, --runs >= 1")
+        rows = [strategy_cost(k, args.steps, args.batch, args.runs, args.seed) for k in args.strategy_ks]
+        print(strategy_markdown(rows))
+        result = {"strategy_rows": rows, "machine": machine_info()}
+        if args.json:
+            import json
+
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=1)
+        return result
     for name in ("n", "k", "repeats", "points"):
         if getattr(args, name) < (2 if name in ("k", "repeats") else 1):
             parser.error(f"--{name} is too small: {getattr(args, name)}")

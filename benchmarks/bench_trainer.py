@@ -7,7 +7,8 @@ alike. Reported: the median per-step wall time over all measured steps (the firs
 dropped) and its ratio to the baseline measured in the same run.
 
     python benchmarks/bench_trainer.py --suite trainer      # GRPOTrainer vs MOGRPOTrainer(fixed), Gram K=3/6
-    python benchmarks/bench_trainer.py --suite strategies   # every registered strategy vs fixed
+    python benchmarks/bench_trainer.py --suite strategies   # every registered strategy vs fixed (K = 3)
+    python benchmarks/bench_trainer.py --suite strategies --objectives 8   # the same at K = 8
     python benchmarks/bench_trainer.py --suite overhead --rounds 20   # GRPOTrainer vs MOGRPOTrainer(fixed) only
 
 Besides the pooled per-step medians, the ratio of each configuration to the first row is computed within every
@@ -50,8 +51,19 @@ def _short(completions, **_):
     return [float(len(c[0]["content"] if isinstance(c, list) else c) < 20) for c in completions]
 
 
+def _has_upper(completions, **_):
+    return [float(any(ch.isupper() for ch in (c[0]["content"] if isinstance(c, list) else c))) for c in completions]
+
+
+def _few_words(completions, **_):
+    return [float(len((c[0]["content"] if isinstance(c, list) else c).split()) < 8) for c in completions]
+
+
 STEP_CLOCK = [time.perf_counter]  # --clock cpu: time.process_time
-EXTRA = [("has_digit", _has_digit), ("has_space", _has_space), ("short", _short)]
+# Cheap string objectives beyond the three base ones: K = 3 + len(EXTRA) at most (K = 8).
+EXTRA = [("has_digit", _has_digit), ("has_space", _has_space), ("short", _short), ("has_upper", _has_upper),
+         ("few_words", _few_words)]
+MAX_OBJECTIVES = len(BASE_OBJECTIVES) + len(EXTRA)
 
 
 def _dataset(n=64):
@@ -125,6 +137,8 @@ SUITES = {
         ("MOGRPOTrainer Gram K=6", "_bench_gram", {}, 6, "rloo", False),
         ("MOGRPOTrainer Gram K=3 two-pass", "_bench_gram_two_pass", {}, 3, "rloo", False),
         ("MOGRPOTrainer fixed K=6", "fixed", {"weights": [1 / 6] * 6}, 6, "rloo", False),
+        ("MOGRPOTrainer Gram K=8", "_bench_gram", {}, 8, "rloo", False),
+        ("MOGRPOTrainer fixed K=8", "fixed", {"weights": [1 / 8] * 8}, 8, "rloo", False),
     ],
 }
 
@@ -143,7 +157,7 @@ class _BenchGramTwoPass(_BenchGram):
     bench_two_pass = True
 
 
-def main():
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suite", default="trainer", choices=sorted(SUITES) + ["strategies"])
     p.add_argument("--steps", type=int, default=6)
@@ -157,14 +171,36 @@ def main():
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
                    help="wall: elapsed time; cpu: this process's CPU time (robust to other load on a shared machine)")
-    args = p.parse_args()
+    p.add_argument("--objectives", type=int, default=3, metavar="K",
+                   help=f"number of objectives K for --suite strategies (3 to {MAX_OBJECTIVES}: accuracy, "
+                        f"conciseness, clarity, then {', '.join(n for n, _ in EXTRA)}); default 3")
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = parser()
+    args = p.parse_args(argv)
+    if not len(BASE_OBJECTIVES) <= args.objectives <= MAX_OBJECTIVES:
+        p.error(f"--objectives must be between {len(BASE_OBJECTIVES)} and {MAX_OBJECTIVES}, got {args.objectives}")
+    if args.objectives != len(BASE_OBJECTIVES) and args.suite != "strategies":
+        p.error("--objectives applies to --suite strategies only (the other suites name K in each row)")
+    return args
+
+
+def suite_configs(args: argparse.Namespace) -> list[tuple]:
+    """The rows (label, strategy, params, K, estimator, TRL-plain) the run measures."""
+    return SUITES[args.suite] if args.suite in SUITES else strategy_suite(args.objectives)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     logging.disable(logging.WARNING)
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
     if args.clock == "cpu":
         STEP_CLOCK[0] = time.process_time
 
-    configs = SUITES.get(args.suite) or strategy_suite()
+    configs = suite_configs(args)
     samples = {c[0]: [] for c in configs}
     per_round = {c[0]: [] for c in configs}  # median step of each round
     round_steps = {c[0]: [] for c in configs}  # the steps of each round
@@ -181,7 +217,8 @@ def main():
     print(f"\n{platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; batch {args.batch}, {args.generations} generations, "
           f"completion {args.completion_length} tokens, tiny model hidden {args.hidden} x {args.layers} layers; "
-          f"{args.clock} clock\n")
+          f"{args.clock} clock; suite {args.suite}" + (f", K = {args.objectives}" if args.suite == "strategies" else "")
+          + "\n")
     print("| configuration | median step (s) | IQR (s) | steps | ratio vs first row |")
     print("|---|---|---|---|---|")
     for label, *_ in configs:
@@ -216,17 +253,45 @@ def main():
         print(f"| {label} | {point:.3f} | {q[2] - q[1]:.3f} | [{q[0]:.3f}, {q[3]:.3f}] | {len(rounds)} |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"steps": samples, "round_medians": per_round}, f, indent=1)
+            json.dump({"steps": samples, "round_medians": per_round, "args": vars(args), "cpu": _cpu(),
+                   "torch": torch.__version__, "threads": torch.get_num_threads(),
+                   "configs": [{"label": c[0], "strategy": c[1], "params": c[2], "k": c[3], "estimator": c[4]}
+                               for c in configs]}, f, indent=1)
 
 
-def strategy_suite():
-    rows = [("fixed", "fixed", {}, 3, "grpo", False)]
+def _cpu() -> dict:
+    """The CPU's model name and whether it has AVX-512, AVX512-BF16 and AMX (Linux; else the platform's name)."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    return {"model": name, "avx512f": "avx512f" in flags, "avx512_bf16": "avx512_bf16" in flags,
+            "amx": "amx_tile" in flags}
+
+
+def strategy_suite(k: int = 3):
+    """Every registered strategy with its defaults at K objectives, ``fixed`` first (uniform weights when K != 3).
+
+    Hypervolume takes its points from the training batch (``point_source: train_batch``: the exact hypervolume
+    contribution of every step's batch means); CTWA needs one target covariance per objective when K != 3: the
+    papers' 0.15 for accuracy and 0.08 for every other objective.
+    """
+    rows = [("fixed", "fixed", {}, k, "grpo", False)]
     params = {"hypervolume": {"point_source": "train_batch"}}
+    if k != len(BASE_OBJECTIVES):
+        params["ctwa"] = {"cov_targets": [0.15] + [0.08] * (k - 1)}
     for name in weighting.available():
         if name.startswith("_") or name == "fixed":
             continue
         est = "rloo" if "gram" in weighting.STRATEGIES[name].needs else "grpo"
-        rows.append((name, name, params.get(name, {}), 3, est, False))
+        rows.append((name, name, params.get(name, {}), k, est, False))
     return rows
 
 

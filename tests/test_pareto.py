@@ -539,3 +539,16 @@ def test_benchmark_script_runs_at_a_tiny_size(capsys):
     assert [r["method"] for r in result["rows"]][0] == "hv_contribution"
     assert all(r["max_abs_diff"] < 1e-12 and math.isfinite(r["median_ms"]) for r in result["rows"])
     assert "| hv_contribution |" in capsys.readouterr().out
+
+
+def test_benchmark_script_times_the_hypervolume_strategy_per_step(capsys):
+    """--strategy-ks (issue 29 item 4): the strategy's own ΔHV work per RL step at several K."""
+    spec = importlib.util.spec_from_file_location("bench_pareto", ROOT / "benchmarks" / "bench_pareto.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.main(["--strategy-ks", "3", "8", "--steps", "12", "--batch", "8", "--runs", "2"])
+    rows = result["strategy_rows"]
+    assert [r["k"] for r in rows] == [3, 8] and all(r["steps"] == 12 and r["runs"] == 2 for r in rows)
+    assert all(math.isfinite(r["median_ms"]) and r["median_ms"] >= 0 for r in rows)
+    assert all(1 <= r["final_buffer_size"] <= 12 for r in rows)  # the buffer holds the non-dominated batch means
+    assert "| 8 |" in capsys.readouterr().out
