@@ -3,8 +3,9 @@
 Reads ``benchmarks/results/bench_habits/K<k>_bench.json`` (written by benchmarks/habits_campaign.py, one per K) and
 writes one markdown block: the summary per K (uniform weights, the sweep, every method whose difference to uniform
 weights has a CI that excludes 0, the paired controls), then per K the method table and the final per-objective means.
-With ``--docs`` the block replaces what stands between the two markers in docs/BENCHMARKS.md, so the docs always show
-the committed numbers and nothing is copied by hand.
+With ``--docs`` the summary and the tables replace what stands between their markers in docs/BENCHMARKS.md
+(``<!-- habits-summary:begin -->`` … ``:end -->``, and ``habits-tables``), so the docs show the committed numbers and
+nothing is copied by hand.
 
     python benchmarks/habits_tables.py                 # print the block
     python benchmarks/habits_tables.py --docs docs/BENCHMARKS.md
@@ -19,7 +20,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "bench_habits"
-BEGIN, END = "<!-- habits-tables:begin -->", "<!-- habits-tables:end -->"
+BLOCKS = ("habits-summary", "habits-tables")  # docs/BENCHMARKS.md: <!-- NAME:begin --> ... <!-- NAME:end -->
 METHOD_ORDER = ["uniform", "uniform-lr1.5x", "gdpo", "mo-grpo", "saw", "saw-ema", "gradient", "hypervolume-uniform",
                 "ctwa", "mgda"]
 
@@ -120,23 +121,23 @@ def k_section(s: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
-def tables(summaries: list[dict[str, Any]]) -> str:
+def tables(summaries: list[dict[str, Any]]) -> dict[str, str]:
+    """The two blocks: ``habits-summary`` (one row per K) and ``habits-tables`` (per K, largest first)."""
     summaries = sorted(summaries, key=lambda s: -s["config"]["objectives"])
-    lines = ["| K | seeds | uniform weights: front HV | best of 1 / 4 / 6 presets | dynamic vs uniform, CI excludes 0 "
-             "(HV diff [95 % CI], W/T/L) | controls (HV diff [95 % CI]) | best dynamic method: sweep-equivalent N "
-             "[95 % interval] |", "|---:|---:|---:|---|---|---|---|"]
-    lines += [summary_row(s) for s in summaries] + [""]
-    for s in summaries:
-        lines += k_section(s)
-    return "\n".join(lines)
+    head = ["| K | seeds | uniform weights: front HV | best of 1 / 4 / 6 presets | dynamic vs uniform, CI excludes 0 "
+            "(HV diff [95 % CI], W/T/L) | controls (HV diff [95 % CI]) | best dynamic method: sweep-equivalent N "
+            "[95 % interval] |", "|---:|---:|---:|---|---|---|---|"]
+    sections = [line for s in summaries for line in k_section(s)]
+    return {"habits-summary": "\n".join(head + [summary_row(s) for s in summaries]), "habits-tables": "\n".join(sections)}
 
 
-def replace_block(text: str, block: str) -> str:
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"the docs file has no {BEGIN} … {END} markers to write between")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{block}\n{END}{tail}"
+def replace_block(text: str, name: str, block: str) -> str:
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    if begin not in text or end not in text:
+        raise SystemExit(f"the docs file has no {begin} … {end} markers to write between")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{block}\n{end}{tail}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -147,11 +148,14 @@ def main(argv: list[str] | None = None) -> None:
     files = sorted(args.results.glob("K*_bench.json"))
     if not files:
         raise SystemExit(f"no K<k>_bench.json in {args.results}: run benchmarks/habits_campaign.py first")
-    block = tables([json.loads(f.read_text()) for f in files])
+    blocks = tables([json.loads(f.read_text()) for f in files])
     if args.docs is None:
-        print(block)
+        print("\n\n".join(blocks.values()))
         return
-    args.docs.write_text(replace_block(args.docs.read_text(), block))
+    text = args.docs.read_text()
+    for name in BLOCKS:
+        text = replace_block(text, name, blocks[name])
+    args.docs.write_text(text)
     print(f"wrote the K-axis tables ({', '.join(f.stem.split('_')[0] for f in files)}) into {args.docs}")
 
 

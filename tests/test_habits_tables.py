@@ -74,11 +74,15 @@ def test_k_section_and_docs_block(tables, tmp_path):
         (results / f"K{k}_bench.json").write_text(json.dumps(_summary(k if k == 4 else 4) | {
             "config": {"objectives": k, "seeds": [100, 101], "sweep_seed": 0}}))
     docs = tmp_path / "B.md"
-    docs.write_text(f"intro\n{tables.BEGIN}\nold\n{tables.END}\nafter\n")
+    docs.write_text("intro\n<!-- habits-summary:begin -->\nold\n<!-- habits-summary:end -->\nwords\n"
+                    "<!-- habits-tables:begin -->\nold\n<!-- habits-tables:end -->\nafter\n")
     tables.main(["--results", str(results), "--docs", str(docs)])
     text = docs.read_text()
-    assert text.startswith("intro\n") and text.endswith(f"{tables.END}\nafter\n") and "\nold\n" not in text
-    assert text.index("#### K = 8") < text.index("#### K = 4")  # largest K first
+    assert text.startswith("intro\n") and text.endswith("<!-- habits-tables:end -->\nafter\n")
+    assert "\nold\n" not in text
+    summary, rest = text.split("\nwords\n")
+    assert summary.index("| 8 | 2 |") < summary.index("| 4 | 2 |") and "####" not in summary
+    assert rest.index("#### K = 8") < rest.index("#### K = 4")  # largest K first
     docs.write_text("no markers")
     with pytest.raises(SystemExit, match="markers"):
         tables.main(["--results", str(results), "--docs", str(docs)])
