@@ -75,6 +75,30 @@ def test_meta_eval_end_to_end(experts_run, tmp_path):
     assert "mixture" in res.output
 
 
+def test_meta_eval_samples_at_a_temperature_from_seeded_streams(experts_run, tmp_path):
+    """temperature > 0 (the habits bench's T = 1 test evaluations): sampled, reproducible from ``seed``, recorded."""
+    _, run = experts_run
+
+    def sweep(name, **kw):
+        path = meta_eval(run, aggregations=("logit",), grid_step=0.5, rows=3, max_new_tokens=12, batch_size=2,
+                         out=tmp_path / name, progress=False, **kw)
+        summary = json.loads(path.read_text())
+        lines = (tmp_path / name / "sweep.jsonl").read_text().splitlines()
+        return summary, [json.loads(x)["metrics"] for x in lines]
+
+    greedy, greedy_rows = sweep("greedy", centroid=True)
+    sampled, sampled_rows = sweep("t1", temperature=1.0, seed=7)
+    again, again_rows = sweep("t1-again", temperature=1.0, seed=7)
+    assert (greedy["temperature"], greedy["seed"]) == (0.0, None) and (sampled["temperature"], sampled["seed"]) == (
+        1.0, 7)
+    assert again_rows == sampled_rows and again["methods"]["base"] == sampled["methods"]["base"]
+    assert sampled_rows != greedy_rows[:6]  # sampling changed some completion
+    # centroid: the uniform preference after the 0.5 grid's six
+    assert len(greedy_rows) == 7 and greedy["centroid"] and greedy["methods"]["logit"]["preferences"][-1] == [1 / 3] * 3
+    with pytest.raises(ValueError, match="temperature must be >= 0"):
+        meta_eval(run, rows=1, temperature=-1.0, out=tmp_path / "bad", progress=False)
+
+
 def test_indicators_against_hand_computation():
     ref = np.array([[1.0, 0.0], [0.6, 0.6], [0.0, 1.0]])
     pts = np.array([[0.8, 0.1], [0.2, 0.7], [0.1, 0.1]])  # the last point is dominated

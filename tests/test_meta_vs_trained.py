@@ -154,3 +154,175 @@ def test_paired_tables_orient_igd_plus_as_lower_is_better():
     assert igd["diff"] == pytest.approx(np.mean([0.05, 0.08, 0.05])) and (igd["wins"], igd["losses"]) == (0, 3)
     table = mvt.per_method(per_seed, s.methods, "final")
     assert table[0]["hypervolume"]["mean"] == pytest.approx(0.31)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# --task habits --objectives 4 (issue 29 item 4): the habits bench's runs, the val-chosen sweep preset, the analysis
+# ---------------------------------------------------------------------------------------------------------------------
+HABIT_METRICS = ["accuracy", "habit_numbered", "habit_signoff", "habit_period"]
+HABIT_OBJECTIVES = [{"name": m, "maximize": True, "eval_metric": m} for m in HABIT_METRICS]
+# final test point of each hand-made run (the four rates) and, for the sweep presets, the val point at step 30;
+# step 0 is the warm start (0.4, 0.5, 0.4, 0.5) on both splits. Validation picks sweep-2 (its val point dominates),
+# whose test point is not the best: the choice is made on val only.
+HABIT_FINAL = {"sweep-0": (0.5, 0.6, 0.4, 0.5), "sweep-1": (0.4, 0.8, 0.5, 0.6), "sweep-2": (0.45, 0.55, 0.45, 0.55),
+               "sweep-3": (0.6, 0.5, 0.6, 0.5), "uniform": (0.5, 0.6, 0.6, 0.6), "saw": (0.55, 0.5, 0.5, 0.7),
+               "hypervolume-uniform": (0.4, 0.7, 0.7, 0.4)}
+HABIT_VAL = {"sweep-0": (0.5, 0.5, 0.5, 0.5), "sweep-1": (0.4, 0.6, 0.5, 0.5), "sweep-2": (0.7, 0.7, 0.7, 0.7),
+             "sweep-3": (0.5, 0.5, 0.6, 0.5)}
+HABIT_START = (0.4, 0.5, 0.4, 0.5)
+
+
+def _fake_habits_run(d: Path, label: str, steps: int = 30, rows: int = 100, temperature: float = 1.0,
+                     val: bool = True, last_test_step: int | None = None) -> None:
+    d.mkdir(parents=True)
+    (d / "run.json").write_text(json.dumps({
+        "objectives": HABIT_OBJECTIVES, "task": "habits", "method": label, "num_objectives": 4,
+        "config": {"max_completion_length": 64, "mo_eval_temperature": temperature}}))
+    lines = [("test", 0, HABIT_START), ("test", last_test_step or steps, HABIT_FINAL[label])]
+    if val and label in HABIT_VAL:
+        lines += [("val", 0, HABIT_START), ("val", steps, HABIT_VAL[label])]
+    (d / "evals.jsonl").write_text("".join(json.dumps({"step": t, "split": split, "metrics": {
+        "n": rows if split == "test" else 64, "length": 40.0, **dict(zip(HABIT_METRICS, p))}}) + "\n"
+        for split, t, p in lines))
+    (d / "steps.jsonl").write_text("".join(json.dumps({"step": t, "weights": {}}) + "\n" for t in range(1, steps + 1)))
+
+
+def _fake_habits_bench(root: Path, seeds, **kw) -> Path:
+    for seed in seeds:
+        for label in HABIT_FINAL:
+            _fake_habits_run(root / "K4" / f"{label}-seed{seed}", label, **kw)
+    return root
+
+
+def test_habits_settings_and_run_list(tmp_path):
+    mvt = _script()
+    s = mvt.Settings(task="habits", objectives=4, seeds=[100, 101])
+    # the habits bench's evaluations: first 100 test problems sampled at T = 1; its own --out and bench dir
+    assert (s.rows, s.temperature, s.centroid, s.bench_dir, s.out) == (100, 1.0, True, "runs/bench_habits",
+                                                                       "runs/meta_vs_trained_habits_k4")
+    assert s.metrics == HABIT_METRICS
+    assert s.methods == ["meta-parameter", "meta-logit", "meta-hidden", "experts-alone", "sweep-presets",
+                         "sweep-best-of-4", "uniform", "saw", "hypervolume-uniform"]
+    # the same compute: 4 experts x 30 steps = the 4 sweep presets; a single run is 1/4 of it
+    assert {m: s.training_steps(m) for m in s.methods} == {**{m: 120 for m in s.methods[:6]}, "uniform": 30,
+                                                          "saw": 30, "hypervolume-uniform": 30}
+    dirs = mvt.trained_run_dirs(s, 101)
+    assert [d.name for d in dirs["sweep-presets"]] == [f"sweep-{i}-seed101" for i in range(4)]
+    assert dirs["sweep-best-of-4"] == dirs["sweep-presets"]
+    assert dirs["saw"] == [Path("runs/bench_habits/K4/saw-seed101")]
+    coupled = mvt.Settings()  # the coupled task keeps its settings
+    assert (coupled.rows, coupled.temperature, coupled.centroid, coupled.objectives, coupled.out) == (
+        200, 0.0, False, 3, "runs/meta_vs_trained")
+    assert coupled.methods[-3:] == ["experts-alone", "fixed-presets", "dynamic-gradient"]
+    assert coupled.training_steps("dynamic-gradient") == coupled.training_steps("meta-logit") == 90
+    with pytest.raises(ValueError, match="--objectives must be from 2"):
+        mvt.Settings(task="habits", objectives=12)
+    with pytest.raises(ValueError, match="unknown task"):
+        mvt.Settings(task="async")
+    # the experts: one LoRA expert per habits objective on the habits bench's warm start and data
+    cfg = mvt.experts_config(mvt.Settings(task="habits", out=str(tmp_path)), 100)
+    assert [e.name for e in cfg.experts] == ["accuracy", "habit_numbered", "habit_signoff", "habit_period"]
+    assert cfg.dataset_kwargs == {"variant": "habits"} and cfg.steps == 30 and cfg.generations == 8
+
+
+def test_habits_trained_runs_best_preset_on_val_and_checks(tmp_path):
+    mvt = _script()
+    bench = _fake_habits_bench(tmp_path / "bench", [100])
+    s = mvt.Settings(task="habits", seeds=[100], bench_dir=str(bench))
+    trained, problems = mvt.load_trained(s)
+    assert problems == []
+    t = trained[100]
+    assert t["sweep-best-of-4"]["chosen"] == "sweep-2-seed100"  # best val HV, not best test HV
+    assert np.allclose(t["sweep-best-of-4"]["final"], [HABIT_FINAL["sweep-2"]])
+    assert np.allclose(t["sweep-presets"]["final"], [HABIT_FINAL[f"sweep-{i}"] for i in range(4)])
+    assert np.allclose(t["uniform"]["checkpoints"], [HABIT_START, HABIT_FINAL["uniform"]])
+    assert mvt.choose_on_val([{"val_hv": 0.2}, {"val_hv": 0.3}, {"val_hv": 0.3}]) == 1  # ties to the first
+
+    # a run still being trained by the campaign (no step-30 test evaluation yet) is not used
+    (bench / "K4" / "saw-seed101").mkdir(parents=True)
+    _fake_habits_run(bench / "K4" / "uniform-seed101", "uniform", last_test_step=25)
+    with pytest.raises(FileNotFoundError, match="uniform-seed101"):
+        mvt.load_trained(mvt.Settings(task="habits", seeds=[100, 101], bench_dir=str(bench)))
+    # greedy or 200-row evaluations are not comparable with a T = 1 sweep on 100 rows
+    other = _fake_habits_bench(tmp_path / "greedy", [100], temperature=0.0, rows=200)
+    with pytest.raises(ValueError, match="are greedy, the sweep's sampled at temperature 1"):
+        mvt.load_trained(mvt.Settings(task="habits", seeds=[100], bench_dir=str(other)))
+    with pytest.raises(ValueError, match="evaluated on 200 test problems"):
+        mvt.load_trained(mvt.Settings(task="habits", seeds=[100], bench_dir=str(other)))
+    no_val = _fake_habits_bench(tmp_path / "noval", [100], val=False)
+    with pytest.raises(ValueError, match="without validation evaluations"):
+        mvt.load_trained(mvt.Settings(task="habits", seeds=[100], bench_dir=str(no_val)))
+
+
+def _fake_pieces(mvt, s, rng):
+    """Stand-ins for training and sweeping: an experts manifest and one sweep per aggregation of random points."""
+    from moalign.meta.evaluate import preference_grid
+
+    grid = preference_grid(4, s.grid_step, centroid=True)
+    experts = {seed: rng.uniform(0.3, 0.8, (4, 4)) for seed in s.seeds}
+
+    def train(s_, seed, progress):
+        d = mvt.experts_dir(s_, seed)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "experts.json").write_text(json.dumps({"training_steps": 4 * s_.steps, "experts": []}))
+        return {"cpu_seconds": 1.0, "wall_seconds": 2.0}, True
+
+    def sweep(s_, seed, agg, progress):
+        d = mvt.sweep_dir(s_, seed, agg)
+        d.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for p in grid:
+            hot = int(np.argmax(p)) if p.max() == 1.0 else None
+            point = experts[seed][hot] if hot is not None else rng.uniform(0.3, 0.8, 4)
+            rows.append({"preference": p.tolist(), "point": point.tolist()})
+        (d / "sweep.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (d / "summary.json").write_text(json.dumps({"rows": s_.rows, "grid_step": s_.grid_step, "temperature": 1.0,
+                                                    "methods": {"base": {"points": [list(HABIT_START)]}, agg: {
+                                                        "points": [r["point"] for r in rows],
+                                                        "steered_utility": 0.5}}}))
+        return {"cpu_seconds": 3.0, "wall_seconds": 4.0}, True
+
+    return train, sweep
+
+
+def test_habits_analysis_on_hand_made_sweeps(tmp_path, monkeypatch):
+    mvt = _script()
+    bench = _fake_habits_bench(tmp_path / "bench", [100, 101])
+    s = mvt.Settings(task="habits", seeds=[100, 101], bench_dir=str(bench), out=str(tmp_path / "out"),
+                     bootstrap=200)
+    train, sweep = _fake_pieces(mvt, s, np.random.default_rng(0))
+    monkeypatch.setattr(mvt, "train_experts_piece", train)
+    monkeypatch.setattr(mvt, "sweep_piece", sweep)
+    summary = json.loads(mvt.run(s, progress=False).read_text())
+    assert summary["methods"] == s.methods
+    seed = summary["per_seed"]["101"]
+    # grid step 0.5 on the 4-simplex: 4 vertices + 6 edge midpoints, and the centroid (mixing all four experts)
+    assert len(seed["preferences"]) == 11 and seed["preferences"][-1] == [0.25] * 4
+    assert seed["sweep_choice"] == {"sweep-best-of-4": "sweep-2-seed101"}
+    assert seed["training_steps"]["meta-hidden"] == 120 and seed["training_steps"]["saw"] == 30
+    for view in ("final", "checkpoints"):
+        pts = {m: np.asarray(p) for m, p in seed["views"][view]["points"].items()}
+        assert set(pts) == set(s.methods) and all(p.shape[1] == 4 for p in pts.values())
+        assert len(pts["experts-alone"]) == 4 and len(pts["meta-logit"]) == 11
+        for m, p in pts.items():  # HV (origin reference) and IGD+ against the union front, in 4-D
+            ind = seed["views"][view]["indicators"][m]
+            assert ind["hypervolume"] == pytest.approx(_brute_force_hv(p), abs=1e-12), (view, m)
+            assert ind["igd_plus"] == pytest.approx(_brute_force_igd_plus(p, pts.values()), abs=1e-12), (view, m)
+    # moalign.pareto.igd_plus against the same union front gives the same IGD+
+    from moalign import pareto
+
+    final = seed["views"]["final"]
+    union = np.asarray(final["reference_front"])
+    assert final["indicators"]["uniform"]["igd_plus"] == pytest.approx(
+        pareto.igd_plus(np.asarray(final["points"]["uniform"]), union))
+    # the sweep-presets' final points are the four presets' last test evaluations
+    assert np.allclose(final["points"]["sweep-presets"], [HABIT_FINAL[f"sweep-{i}"] for i in range(4)])
+    rows = summary["tables"]["final"]["comparisons"]
+    assert [(r["meta"], r["vs"]) for r in rows[:6]] == [("meta-parameter", o) for o in s.others]
+    per = {seed: r["views"]["final"]["indicators"] for seed, r in summary["per_seed"].items()}
+    c = next(r for r in rows if (r["meta"], r["vs"]) == ("meta-hidden", "sweep-best-of-4"))
+    assert c["hv"]["n"] == 2 and c["hv"]["diff"] == pytest.approx(np.mean(
+        [per[k]["meta-hidden"]["hypervolume"] - per[k]["sweep-best-of-4"]["hypervolume"] for k in per]))
+    md = (tmp_path / "out" / "meta_vs_trained.md").read_text()
+    assert "habits task, K = 4" in md and "**1/4 of the compute**" in md and "| saw | 30 | 1 |" in md
+    assert summary["cpu_seconds"]["total"] == pytest.approx(2 * (1.0 + 3 * 3.0))

@@ -1,8 +1,10 @@
 """``moalign meta-eval``: sweep preferences, build each aggregation's front, compare with single-policy runs.
 
 For every aggregation and every preference ``p`` of a simplex grid, the experts are combined for ``p`` and decode the
-first ``rows`` problems of the test split greedily; the mean per-objective scores give one point in the normalised
-space of :func:`moalign.evaluation.normalised_point` (length as ``1 - tokens / max_new_tokens``, all maximised).
+first ``rows`` problems of the test split greedily (or sampled at ``temperature`` > 0, as the bench's sampled test
+evaluations; every preference then draws from the same seeded streams, batch by batch); the mean per-objective scores
+give one point in the normalised space of :func:`moalign.evaluation.normalised_point` (length as
+``1 - tokens / max_new_tokens``, all maximised).
 Single-policy runs (``moalign train`` / ``moalign demo`` run directories) contribute the points of their test-split
 evaluations; the base model (adapters off) is one more point.
 
@@ -33,7 +35,7 @@ import numpy as np
 
 from .gate import completion_scores, simplex_grid
 
-__all__ = ["front_indicators", "meta_eval", "sparsity"]
+__all__ = ["front_indicators", "meta_eval", "preference_grid", "sparsity"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,19 @@ def sparsity(front: np.ndarray) -> float:
         return 0.0
     s = np.sort(f, axis=0)
     return float(np.sum(np.diff(s, axis=0) ** 2) / (len(f) - 1))
+
+
+def preference_grid(k: int, grid_step: float, centroid: bool = False) -> np.ndarray:
+    """The swept preferences: :func:`simplex_grid` and, with ``centroid``, the uniform preference ``1/k`` appended
+    when the grid lacks it (at ``k`` = 4 and step 0.5 the grid holds the vertices and edge midpoints only).
+
+    >>> preference_grid(4, 0.5, centroid=True)[-1].tolist(), len(preference_grid(4, 0.5))
+    ([0.25, 0.25, 0.25, 0.25], 10)
+    """
+    grid = np.asarray(simplex_grid(k, grid_step), dtype=np.float64)
+    if centroid and not np.any(np.all(np.isclose(grid, 1.0 / k), axis=1)):
+        grid = np.vstack([grid, np.full(k, 1.0 / k)])
+    return grid
 
 
 def _front(points: np.ndarray) -> np.ndarray:
@@ -112,10 +127,17 @@ def meta_eval(
     baselines: tuple[str | Path, ...] = (),
     gate_steps: int = 0,
     gate_aggregation: str = "parameter",
+    temperature: float = 0.0,
+    seed: int = 0,
+    centroid: bool = False,
     out: str | Path | None = None,
     progress: bool = True,
 ) -> Path:
-    """Run the sweep; writes ``<out>/summary.json``, ``sweep.jsonl`` and ``fronts.png``; returns the summary path."""
+    """Run the sweep; writes ``<out>/summary.json``, ``sweep.jsonl`` and ``fronts.png``; returns the summary path.
+
+    ``temperature`` 0 decodes greedily; above 0 every policy samples at that temperature, batch ``b`` from seed
+    ``seed + b`` (the same streams for every preference and for the base model). ``centroid`` adds the uniform
+    preference to the grid (:func:`preference_grid`)."""
     import torch
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -123,6 +145,11 @@ def meta_eval(
     from .aggregate import build
     from .experts import load_experts, load_splits
 
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0: greedy), but got {temperature}")
+    if temperature > 0 and gate_steps:
+        raise ValueError("the gate is evaluated greedily; sample (temperature > 0) without it (gate_steps 0)")
+    sampling = {"do_sample": True, "temperature": float(temperature)} if temperature > 0 else {}
     if gate_steps and gate_aggregation not in aggregations:
         raise ValueError(f"gate_aggregation {gate_aggregation!r} must be one of the swept aggregations {aggregations} "
                          "(its sweep is the gate's regret oracle); add it to aggregations")
@@ -137,7 +164,7 @@ def meta_eval(
         raise ValueError(f"split {split!r} not in the dataset; available: {', '.join(splits)}")
     eval_rows = [dict(r) for r in splits[split].select(range(min(rows, len(splits[split]))))]
     k = len(experts.objectives)
-    grid = np.asarray(simplex_grid(k, grid_step))
+    grid = preference_grid(k, grid_step, centroid)
     out = Path(out) if out is not None else experts_dir / "meta_eval"
     out.mkdir(parents=True, exist_ok=True)
     sweep_path = out / "sweep.jsonl"
@@ -145,8 +172,8 @@ def meta_eval(
 
     def run_policy(gen_fn) -> dict[str, Any]:
         texts, ids, secs, kv = [], [], 0.0, 0
-        for s in range(0, len(eval_rows), batch_size):
-            g = gen_fn([r["prompt"] for r in eval_rows[s:s + batch_size]])
+        for b, s in enumerate(range(0, len(eval_rows), batch_size)):
+            g = gen_fn([r["prompt"] for r in eval_rows[s:s + batch_size]], seed + b)
             texts += g.texts
             ids += g.token_ids
             secs += g.seconds
@@ -168,7 +195,7 @@ def meta_eval(
             gate_steps))
         bar.update(task, description="base model")
         with torch.no_grad(), experts.model.disable_adapter():
-            base = run_policy(lambda ps: _plain_generate(experts, ps, max_new_tokens))
+            base = run_policy(lambda ps, b: _plain_generate(experts, ps, max_new_tokens, seed=b, **sampling))
         bar.advance(task)
         methods["base"] = {"kind": "base", "points": [base["point"]], "training_steps": 0}
         for agg_name in aggregations:
@@ -181,7 +208,8 @@ def meta_eval(
                 if hot is not None and hot in one_hot_cache:  # a one-hot mixture is the same expert for every level
                     rec = dict(one_hot_cache[hot])
                 else:
-                    rec = run_policy(lambda ps, m=mixture: agg.generate(ps, m, max_new_tokens=max_new_tokens))
+                    rec = run_policy(lambda ps, b, m=mixture: agg.generate(
+                        ps, m, max_new_tokens=max_new_tokens, **({**sampling, "seed": b} if sampling else {})))
                     if hot is not None:
                         one_hot_cache[hot] = rec
                 rec = {**rec, "aggregation": agg_name, "preference": p.tolist(), "mixture": mixture.tolist()}
@@ -210,8 +238,9 @@ def meta_eval(
         m.update(front_indicators(np.asarray(m["points"]), reference, grid))
     summary = {
         "experts_dir": str(experts_dir), "objectives": experts.objectives, "split": split, "rows": len(eval_rows),
-        "grid_step": grid_step, "max_new_tokens": max_new_tokens, "reference_front": reference.tolist(),
-        "seconds": round(time.perf_counter() - started, 1), "methods": methods,
+        "grid_step": grid_step, "max_new_tokens": max_new_tokens, "temperature": float(temperature),
+        "seed": int(seed) if temperature > 0 else None, "centroid": bool(centroid),
+        "reference_front": reference.tolist(), "seconds": round(time.perf_counter() - started, 1), "methods": methods,
     }
     from ..rundir import atomic_write_json
 
@@ -220,16 +249,22 @@ def meta_eval(
     return out / "summary.json"
 
 
-def _plain_generate(experts, prompts, max_new_tokens):
+def _plain_generate(experts, prompts, max_new_tokens, *, do_sample: bool = False, temperature: float = 1.0,
+                    seed: int | None = None):
+    import torch
+
     from .aggregate.base import Generation
 
     tok, model = experts.tokenizer, experts.model
     texts = [tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
     tok.padding_side = "left"
     enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    sampling = {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0} if do_sample else \
+        {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    if do_sample and seed is not None:  # generate() has no generator argument (as the parameter aggregation)
+        torch.manual_seed(int(seed))
     t = time.perf_counter()
-    out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
-                         temperature=None, top_p=None, top_k=None)
+    out = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, **sampling)
     eos = tok.eos_token_id
     ids = [s[: s.index(eos) + 1] if eos in s else s for s in out[:, enc["input_ids"].shape[1]:].tolist()]
     return Generation(texts=[tok.decode(s, skip_special_tokens=True) for s in ids], token_ids=ids, mixture=[],
@@ -263,7 +298,7 @@ def _gate_method(experts, objectives, splits, grid, methods, steps, aggregation,
     agg = build(aggregation, experts)
     points = []
     for p in grid:
-        rec = run_policy(lambda ps, p=p: generate(experts, ps, p, gate=gate, aggregator=agg,
+        rec = run_policy(lambda ps, _b, p=p: generate(experts, ps, p, gate=gate, aggregator=agg,
                                                   max_new_tokens=max_new_tokens))
         points.append(rec["point"])
         bar.advance(task)
