@@ -664,6 +664,7 @@ def analyse(runs: list[Run], args, console=None) -> dict[str, Any]:
                              args.threads)
             greedy.setdefault(r.method.label, {})[r.seed] = g
         records.setdefault(r.method.label, {})[r.seed] = run_record(r, args.split, g)
+    done = sum(len(v) for v in records.values())  # this campaign's finished runs (not the imported ones)
     pairs = None
     if getattr(args, "reference_results", None) is not None:
         earlier = json.loads(Path(args.reference_results).read_text())
@@ -677,7 +678,7 @@ def analyse(runs: list[Run], args, console=None) -> dict[str, Any]:
     first = runs[0]
     return {
         "issue": "29, item 6" if getattr(args, "lr_control", None) is not None else "19, item 7", "smoke": bool(args.smoke), "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "done": sum(len(v) for v in records.values()), "total": len(runs), "methods": methods,
+        "done": done, "total": len(runs), "methods": methods,
         "method_settings": {r.method.label: {"strategy": r.method.strategy, "strategy_params": r.method.params,
                                              **r.method.trainer_args} for r in runs},
         "seeds": list(dict.fromkeys(r.seed for r in runs)), "split": args.split,

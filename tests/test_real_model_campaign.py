@@ -210,6 +210,7 @@ def test_lr_control_trains_fixed_balanced_at_a_scaled_rate_and_joins_the_earlier
     assert campaign.main(["--out", str(control), "--seeds", "200,201", "--lr-control", "0.86", "--analyze-only",
                           "--reference-results", str(earlier / "campaign.json"), "--bootstrap", "200"]) == 0
     s = json.loads((control / "campaign.json").read_text())
+    assert (s["done"], s["total"]) == (2, 2)  # the control's own runs; the imported ones are not counted
     assert s["issue"] == "29, item 6" and s["methods"] == ["fixed-balanced", "gradient", "saw",
                                                             "fixed-balanced-lr0.86x"]
     pairs = {(c["method"], c["reference"]): c for c in s["comparisons"]}
