@@ -198,6 +198,14 @@ def _running(pids):
     return alive
 
 
+def _wait_until_reaped(children: set[int]) -> None:
+    """The bench waits for its workers to end; allow up to 5 s for the last ones to be reaped."""
+    for _ in range(50):
+        if not _running(children):
+            return
+        time.sleep(0.1)
+
+
 @pytest.mark.parametrize("how", ["sigterm", "ctrl-c"])
 def test_a_stopped_bench_ends_its_workers_keeps_finished_runs_and_resumes(tmp_path, how):
     """``kill <pid>`` (SIGTERM) left the pool's workers training on as orphans; Ctrl-C (SIGINT to the terminal's whole
@@ -222,10 +230,7 @@ def test_a_stopped_bench_ends_its_workers_keeps_finished_runs_and_resumes(tmp_pa
         else:
             os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=60) == 130, log.read_text()
-        for _ in range(50):  # the bench waits for its workers to end; allow for the last ones to be reaped
-            if not _running(children):
-                break
-            time.sleep(0.1)
+        _wait_until_reaped(children)
         assert not _running(children), f"{how}: processes left running {_running(children)}\n{log.read_text()}"
     finally:
         if proc.poll() is None or _running(children):
@@ -258,10 +263,7 @@ def test_a_stopped_habits_bench_ends_its_workers_too(tmp_path):
         children |= {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 130, log.read_text()
-        for _ in range(50):
-            if not _running(children):
-                break
-            time.sleep(0.1)
+        _wait_until_reaped(children)
         assert not _running(children), f"processes left running {_running(children)}\n{log.read_text()}"
     finally:
         if proc.poll() is None or _running(children):
