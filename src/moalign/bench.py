@@ -187,7 +187,10 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> Path:
         try:
             train_in_workers(todo, cfg.workers, bar, _timed_run)
         except KeyboardInterrupt:
-            bar.console.print(f"interrupted: {bar.done} of {bar.total} runs are finished and kept in {out}; the same "
+            # counted on disk, not by the bar: a run stopped after its last evaluation but before its worker reported
+            # back is finished too, and the same command reuses it
+            kept = sum(_complete(Path(j["run_dir"]), cfg) for j in jobs)
+            bar.console.print(f"interrupted: {kept} of {bar.total} runs are finished and kept in {out}; the same "
                               "command trains the rest", markup=False, highlight=False, soft_wrap=True)
             raise
     wall = time.perf_counter() - started
