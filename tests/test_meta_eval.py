@@ -97,6 +97,16 @@ def test_meta_eval_samples_at_a_temperature_from_seeded_streams(experts_run, tmp
     assert len(greedy_rows) == 7 and greedy["centroid"] and greedy["methods"]["logit"]["preferences"][-1] == [1 / 3] * 3
     with pytest.raises(ValueError, match="temperature must be >= 0"):
         meta_eval(run, rows=1, temperature=-1.0, out=tmp_path / "bad", progress=False)
+    # `moalign meta-eval` passes the same settings through: the same sampled rows, with the centroid after them
+    res = CliRunner().invoke(app, ["meta-eval", str(run), "--aggregation", "logit", "--rows", "3", "--max-new-tokens",
+                                   "12", "--temperature", "1", "--seed", "7", "--centroid", "--out",
+                                   str(tmp_path / "cli")])
+    assert res.exit_code == 0, res.output
+    cli = json.loads((tmp_path / "cli" / "summary.json").read_text())
+    cli_rows = [json.loads(x)["metrics"] for x in (tmp_path / "cli" / "sweep.jsonl").read_text().splitlines()]
+    assert (cli["temperature"], cli["seed"], cli["centroid"]) == (1.0, 7, True) and len(cli_rows) == 7
+    bad = CliRunner().invoke(app, ["meta-eval", str(run), "--temperature", "-1", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code != 0 and "temperature must be >= 0" in bad.output
 
 
 def test_indicators_against_hand_computation():

@@ -468,6 +468,11 @@ def meta_eval_command(
     baseline: Annotated[list[Path] | None, typer.Option(help="Single-policy run directories to compare with.")] = None,
     gate_steps: Annotated[int, typer.Option(help="Online steps to train the gate (0: no gate).")] = 0,
     max_new_tokens: Annotated[int, typer.Option(help="Longest completion.")] = 64,
+    temperature: Annotated[float, typer.Option(
+        help="0: greedy; above 0 every policy samples at this temperature (as the habits bench's test evaluations).")
+    ] = 0.0,
+    seed: Annotated[int, typer.Option(help="Sampling seed (batch b samples from seed + b); ignored when greedy.")] = 0,
+    centroid: Annotated[bool, typer.Option(help="Add the uniform preference to the grid.")] = False,
     out: Annotated[Path | None, typer.Option(help="Output directory (default: <experts>/meta_eval).")] = None,
     verbose: Verbose = False,
 ) -> None:
@@ -477,7 +482,8 @@ def meta_eval_command(
     try:
         path = meta_eval(experts, aggregations=tuple(_split_list(aggregation) or ("parameter", "logit", "hidden")),
                          grid_step=grid_step, rows=rows, baselines=tuple(baseline or ()), gate_steps=gate_steps,
-                         max_new_tokens=max_new_tokens, out=out)
+                         max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, centroid=centroid,
+                         out=out)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
         return
