@@ -63,8 +63,8 @@ def write_tables(cfg: HabitsBenchConfig, results: Path) -> list[int]:
     if not seeds:
         return []
     summary = summarize_habits_bench(dataclasses.replace(cfg, seeds=seeds))
-    (results / f"K{cfg.objectives}_bench.json").write_text(json.dumps(summary, indent=1))
-    (results / f"K{cfg.objectives}_bench.md").write_text(habits_bench_markdown(summary))
+    (results / f"K{cfg.objectives}_{cfg.summary_name()}.json").write_text(json.dumps(summary, indent=1))
+    (results / f"K{cfg.objectives}_{cfg.summary_name()}.md").write_text(habits_bench_markdown(summary))
     return seeds
 
 
@@ -90,6 +90,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="runs/bench_habits")
     p.add_argument("--calibration-out", default="runs/bench_habits/calibration")
     p.add_argument("--results", default="benchmarks/results/bench_habits")
+    p.add_argument("--sweep-alpha", type=float, default=1.0,
+                   help="draw the sweep's presets from Dirichlet(alpha) (> 1: nearer uniform weights); the other "
+                        "methods' runs are reused, the tables go to K<k>_bench_sweep-a<alpha>.{json,md}")
     p.add_argument("--commit", action="store_true", help="commit the results folder after each (seed, K)")
     p.add_argument("--tables-only", action="store_true",
                    help="train nothing: rewrite each K's tables over its seeds whose runs are all finished")
@@ -108,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     def config(k: int, run_seeds: list[int]) -> HabitsBenchConfig:
         targets = [choice["ctwa_target_scale"] * x for x in [0.15] + [0.08] * (k - 1)]
         return HabitsBenchConfig(objectives=k, seeds=run_seeds, methods=methods, out=str(out), cov_targets=targets,
-                                 **budget)
+                                 sweep_alpha=args.sweep_alpha, **budget)
 
     if args.tables_only:
         for k in ks:

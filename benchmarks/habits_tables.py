@@ -5,7 +5,9 @@ writes one markdown block: the summary per K (uniform weights, the sweep, every 
 weights has a CI that excludes 0, the paired controls), then per K the method table and the final per-objective means.
 With ``--docs`` the summary and the tables replace what stands between their markers in docs/BENCHMARKS.md
 (``<!-- habits-summary:begin -->`` … ``:end -->``, and ``habits-tables``), so the docs show the committed numbers and
-nothing is copied by hand.
+nothing is copied by hand. Where the docs have ``<!-- habits-concentrated:begin -->`` … ``:end -->`` markers, the
+sweeps drawn from Dirichlet(alpha > 1) (``K<k>_bench_sweep-a<alpha>.json``, ``habits_campaign.py --sweep-alpha``) get
+their own table there: uniform weights and the best dynamic method against the best of N of those presets.
 
     python benchmarks/habits_tables.py                 # print the block
     python benchmarks/habits_tables.py --docs docs/BENCHMARKS.md
@@ -131,6 +133,31 @@ def tables(summaries: list[dict[str, Any]]) -> dict[str, str]:
     return {"habits-summary": "\n".join(head + [summary_row(s) for s in summaries]), "habits-tables": "\n".join(sections)}
 
 
+def concentrated_block(summaries: list[dict[str, Any]]) -> str:
+    """One row per (K, alpha) of the Dirichlet(alpha > 1) sweeps: do presets near uniform weights beat them?"""
+    if not summaries:
+        return "Not run yet: `python benchmarks/habits_campaign.py --sweep-alpha 4 --ks 8` trains the presets."
+    lines = ["| K | presets from | seeds | uniform weights: front HV | best of 1 / 4 / 6 presets | uniform − best of 4 "
+             "[95 % CI], W/T/L | uniform − best of 6 [95 % CI], W/T/L | best dynamic method − best of 6 [95 % CI], "
+             "W/T/L; sweep-equivalent N [95 % interval] |", "|---:|---|---:|---:|---|---|---|---|"]
+    for s in sorted(summaries, key=lambda s: (-s["config"]["objectives"], s["config"]["sweep_alpha"])):
+        cfg, sweep = s["config"], s["sweep"]
+        rows = {r["method"]: r for r in s["table"]}
+        curve, pool = sweep["curve"], len(sweep["curve"])
+        vs = sweep["versus_best_of_n"]
+        n4, n_pool = str(min(4, pool)), str(pool)
+        dynamic = [m for m in _ordered(vs) if m not in ("uniform", "uniform-lr1.5x")]
+        best = max(dynamic, key=lambda m: rows[m]["hv_mean"])
+        lines.append(
+            f"| {cfg['objectives']} | Dirichlet({cfg['sweep_alpha']:g}) | {len(sweep['seeds'])} | "
+            f"{rows['uniform']['hv_mean']:.3f} | {curve[0]:.3f} / {curve[int(n4) - 1]:.3f} / {curve[-1]:.3f} | "
+            f"{_ci(vs['uniform'][n4], 3)}, {_wtl(vs['uniform'][n4])} | "
+            f"{_ci(vs['uniform'][n_pool], 3)}, {_wtl(vs['uniform'][n_pool])} | "
+            f"{best} ({rows[best]['hv_mean']:.3f}): {_ci(vs[best][n_pool], 3)}, {_wtl(vs[best][n_pool])}; "
+            f"N {_equivalent(sweep['equivalent_n'][best], pool)} |")
+    return "\n".join(lines)
+
+
 def replace_block(text: str, name: str, block: str) -> str:
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     if begin not in text or end not in text:
@@ -155,6 +182,9 @@ def main(argv: list[str] | None = None) -> None:
     text = args.docs.read_text()
     for name in BLOCKS:
         text = replace_block(text, name, blocks[name])
+    if "<!-- habits-concentrated:begin -->" in text:
+        concentrated = [json.loads(f.read_text()) for f in sorted(args.results.glob("K*_bench_sweep-a*.json"))]
+        text = replace_block(text, "habits-concentrated", concentrated_block(concentrated))
     args.docs.write_text(text)
     print(f"wrote the K-axis tables ({', '.join(f.stem.split('_')[0] for f in files)}) into {args.docs}")
 

@@ -104,6 +104,26 @@ def test_summary_hv_igd_plus_and_sweep_equivalent_n(tmp_path):
     assert "| saw-ema | saw | -0.0950 [" in md
 
 
+def test_a_concentrated_sweep_has_its_own_runs_and_summary_beside_the_dirichlet_1_sweep(tmp_path):
+    cfg = HabitsBenchConfig(objectives=2, seeds=[0], methods=["uniform", "sweep"], sweep_presets=2, sweep_alpha=4.0,
+                            out=str(tmp_path), bootstrap=100)
+    labels = [lab for lab, _, _ in habits_methods(cfg)]
+    assert labels[-2:] == ["sweep-a4-0", "sweep-a4-1"] and cfg.summary_name() == "bench_sweep-a4"
+    assert HabitsBenchConfig().summary_name() == "bench" and "sweep-0" in [m[0] for m in habits_methods(
+        HabitsBenchConfig())]
+    _write_run(tmp_path, "uniform", 0, [[0.3, 0.5]], cfg=cfg)
+    for label, points in (("sweep-a4-0", [[0.5, 0.2]]), ("sweep-a4-1", [[0.2, 0.8]]), ("sweep-0", [[0.9, 0.9]])):
+        _write_run(tmp_path, label, 0, points, points, cfg=cfg)
+    summary = summarize_habits_bench(cfg)
+    # only the Dirichlet(4) presets form its sweep: val picks sweep-a4-1 (0.16 > 0.10); the Dirichlet(1) run is ignored
+    assert summary["sweep"]["curve"] == [pytest.approx(0.13), pytest.approx(0.16)]
+    assert summary["sweep"]["presets"] == [dict(zip(summary["metrics"], p[2]["weights"]))
+                                           for p in habits_methods(cfg) if p[0].startswith("sweep-a4-")]
+    assert "best of N Dirichlet(4) presets" in habits_bench_markdown(summary)
+    with pytest.raises(ValueError, match="--sweep-alpha must be > 0"):
+        HabitsBenchConfig(sweep_alpha=0.0)
+
+
 def test_a_run_trained_with_other_settings_is_not_reused(tmp_path):
     from moalign.bench_habits import _complete
 
@@ -158,3 +178,15 @@ def test_each_method_trains_with_its_settings(tmp_path, monkeypatch):
     assert calls["gdpo"]["trainer_args"] == {"multi_objective_aggregation": "normalize_then_sum"}
     assert calls["uniform"]["trainer_args"] is None and calls["uniform"]["eval_temperature"] == 1.0
     assert len(calls["sweep-0"]["callbacks"]) == 1 and not calls["saw"]["callbacks"]
+
+
+def test_cli_sweep_alpha_is_checked_before_anything_trains(tmp_path):
+    from typer.testing import CliRunner
+
+    from moalign.cli import app
+
+    other = CliRunner().invoke(app, ["bench", "--sweep-alpha", "4", "--out", str(tmp_path / "a")])
+    assert other.exit_code != 0 and "--sweep-alpha apply to --task habits only" in other.output
+    bad = CliRunner().invoke(app, ["bench", "--task", "habits", "--sweep-alpha", "0", "--out", str(tmp_path / "b")])
+    assert bad.exit_code != 0 and "--sweep-alpha must be > 0" in bad.output
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

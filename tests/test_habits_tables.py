@@ -110,3 +110,33 @@ def test_campaign_tables_cover_only_seeds_whose_runs_are_all_finished(tmp_path):
     results.mkdir()
     assert campaign.write_tables(cfg, results) == [0]
     assert json.loads((results / "K2_bench.json").read_text())["config"]["seeds"] == [0]
+    concentrated = HabitsBenchConfig(objectives=2, seeds=[0, 1], methods=["uniform", "saw"], out=str(tmp_path),
+                                     bootstrap=50, sweep_alpha=4.0)
+    assert campaign.write_tables(concentrated, results) == [0]  # its own files, beside the Dirichlet(1) tables
+    assert json.loads((results / "K2_bench_sweep-a4.json").read_text())["config"]["sweep_alpha"] == 4.0
+
+
+def test_concentrated_sweep_block(tables, tmp_path):
+    """Dirichlet(alpha > 1) sweeps get one row per (K, alpha) between their own markers, when the docs have them."""
+    s = _summary()
+    s["config"] |= {"sweep_alpha": 4.0}
+    s["sweep"]["seeds"] = [100, 101, 102, 103, 104]
+    s["sweep"]["versus_best_of_n"]["uniform"] = {"1": _cmp(0.075, 0.05, 0.1), "2": _cmp(0.05, 0.03, 0.07, (5, 0, 0))}
+    (row,) = tables.concentrated_block([s]).splitlines()[2:]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # pool of 2: "best of 4" is the best of the whole pool; saw is the best dynamic method (the LR control is not)
+    assert cells[:5] == ["4", "Dirichlet(4)", "5", "0.300", "0.225 / 0.250 / 0.250"]
+    assert cells[5] == cells[6] == "+0.050 [+0.030, +0.070], 5/0/0"
+    assert cells[7] == "saw (0.330): +0.050 [+0.030, +0.070], 3/0/2; N > 2 [> 2–> 2]"
+    assert tables.concentrated_block([]).startswith("Not run yet")
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "K4_bench.json").write_text(json.dumps(_summary()))
+    (results / "K4_bench_sweep-a4.json").write_text(json.dumps(s))
+    docs = tmp_path / "B.md"
+    docs.write_text("".join(f"<!-- {n}:begin -->\nold\n<!-- {n}:end -->\n"
+                            for n in ("habits-summary", "habits-tables", "habits-concentrated")))
+    tables.main(["--results", str(results), "--docs", str(docs)])
+    text = docs.read_text()
+    assert "| 4 | Dirichlet(4) | 5 |" in text and "\nold\n" not in text
+    assert text.count("Dirichlet(4)") == 1  # the concentrated summary is not read as a K table

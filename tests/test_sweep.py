@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -59,6 +60,23 @@ def test_dirichlet_presets_are_seeded_on_the_simplex():
     assert np.array_equal(a, b) and a.shape == (6, 8)
     assert np.allclose(a.sum(axis=1), 1) and (a > 0).all()
     assert not np.array_equal(a, dirichlet_presets(8, 6, seed=1))
+
+
+def test_dirichlet_alpha_concentrates_and_alpha_1_keeps_the_benched_presets():
+    """alpha = 1 draws exactly the presets the K = 8 campaign trained (recorded in its committed summary);
+    alpha = 4 matches the Dirichlet variance (1/K)(1 - 1/K)/(K alpha + 1) (a closed form, not numpy's sampler)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    recorded = json.loads((root / "benchmarks/results/bench_habits/K8_bench.json").read_text())["sweep"]["presets"]
+    assert dirichlet_presets(8, 6, seed=0, alpha=1.0).tolist() == [list(p.values()) for p in recorded]
+    k = 8
+    for alpha in (1.0, 4.0):
+        w = dirichlet_presets(k, 20000, seed=3, alpha=alpha)
+        assert np.allclose(w.sum(axis=1), 1) and (w > 0).all()
+        assert w.var(axis=0).mean() == pytest.approx((1 / k) * (1 - 1 / k) / (k * alpha + 1), rel=0.05)
+    with pytest.raises(ValueError, match="alpha must be > 0"):
+        dirichlet_presets(3, 2, seed=0, alpha=0.0)
 
 
 def _igd_plus_brute_force(points, ref, maximize):

@@ -10,7 +10,9 @@ Per seed, every method trains on the same budget from the same warm start:
 * dynamic and fixed methods at uniform weights (:func:`habits_methods`);
 * a **sweep**: ``sweep_presets`` fixed weight vectors drawn from Dirichlet(1) with their own seed (the same draws on
   every seed, :func:`moalign.sweep.dirichlet_presets`), each also evaluated on the val split, so a user's choice
-  of preset can be made on val and scored on test (:mod:`moalign.sweep`).
+  of preset can be made on val and scored on test (:mod:`moalign.sweep`). ``sweep_alpha`` > 1 draws them from
+  Dirichlet(alpha) instead, nearer uniform weights (runs ``sweep-a<alpha>-<i>``; summary ``bench_sweep-a<alpha>``),
+  beside the Dirichlet(1) sweep in the same directory.
 
 Reported (:func:`summarize_habits_bench`): the front hypervolume on test in the normalised K-dimensional space
 (every habit and accuracy is a rate in [0, 1]; reference point at the origin), IGD+ against the non-dominated
@@ -74,9 +76,12 @@ class HabitsBenchConfig:
     methods: list[str] | None = None
     """Subset of :func:`habits_methods` labels (default: all); ``sweep`` stands for all its presets."""
     sweep_presets: int = 8
-    """M: Dirichlet(1) presets trained per seed (the pool best-of-N sweeps are drawn from, N <= M)."""
+    """M: Dirichlet presets trained per seed (the pool best-of-N sweeps are drawn from, N <= M)."""
     sweep_seed: int = 0
     """Seed of the Dirichlet draws (not the run seed: the same presets on every seed)."""
+    sweep_alpha: float = 1.0
+    """Concentration of the Dirichlet draws: 1 is uniform on the simplex (the issue's sweep); larger draws presets
+    nearer uniform weights (a user's sweep "around the centre")."""
     steps: int = 30
     eval_every: int = 3
     eval_size: int = 200
@@ -107,6 +112,8 @@ class HabitsBenchConfig:
                     "sweep_presets"):
             if getattr(self, key) < 1:
                 raise ValueError(f"--{key.replace('_', '-')} must be >= 1, but got {getattr(self, key)}")
+        if not self.sweep_alpha > 0:
+            raise ValueError(f"--sweep-alpha must be > 0 (1: uniform on the simplex), but got {self.sweep_alpha}")
         if self.cov_targets is not None and len(self.cov_targets) != self.objectives:
             raise ValueError(f"cov_targets has {len(self.cov_targets)} entries but there are {self.objectives} "
                              "objectives (accuracy, then the habits); give one target per objective")
@@ -124,6 +131,15 @@ class HabitsBenchConfig:
                                               "max_completion_length", "data_seed", "eval_temperature")}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
+    def sweep_prefix(self) -> str:
+        """Run label prefix of the sweep presets: ``sweep-`` for Dirichlet(1), ``sweep-a<alpha>-`` otherwise, so
+        sweeps of two concentrations share one directory (and the other methods' runs)."""
+        return "sweep-" if self.sweep_alpha == 1 else f"sweep-a{self.sweep_alpha:g}-"
+
+    def summary_name(self) -> str:
+        """Stem of ``bench.json`` / ``bench.md``; a Dirichlet(alpha != 1) sweep writes its own."""
+        return "bench" if self.sweep_alpha == 1 else f"bench_{self.sweep_prefix().rstrip('-')}"
+
     def ctwa_targets(self) -> list[float]:
         if self.cov_targets is not None:
             return [float(x) for x in self.cov_targets]
@@ -131,7 +147,8 @@ class HabitsBenchConfig:
 
 
 def habits_methods(cfg: HabitsBenchConfig) -> list[tuple[str, str, dict[str, Any]]]:
-    """``(label, strategy, strategy_params)`` of every method; sweep presets are labelled ``sweep-<i>``."""
+    """``(label, strategy, strategy_params)`` of every method; sweep presets are labelled ``sweep-<i>`` (Dirichlet(1))
+    or ``sweep-a<alpha>-<i>``."""
     from .sweep import dirichlet_presets
 
     methods: list[tuple[str, str, dict[str, Any]]] = [
@@ -146,8 +163,8 @@ def habits_methods(cfg: HabitsBenchConfig) -> list[tuple[str, str, dict[str, Any
         ("ctwa", "ctwa", {"cov_targets": cfg.ctwa_targets()}),
         ("mgda", "mgda", {}),
     ]
-    presets = dirichlet_presets(cfg.objectives, cfg.sweep_presets, cfg.sweep_seed)
-    methods += [(f"sweep-{i}", "fixed", {"weights": [float(x) for x in w]}) for i, w in enumerate(presets)]
+    presets = dirichlet_presets(cfg.objectives, cfg.sweep_presets, cfg.sweep_seed, cfg.sweep_alpha)
+    methods += [(f"{cfg.sweep_prefix()}{i}", "fixed", {"weights": [float(x) for x in w]}) for i, w in enumerate(presets)]
     return methods
 
 
@@ -243,8 +260,8 @@ def run_habits_bench(cfg: HabitsBenchConfig, progress: bool = True) -> Path:
     with stop_on_signals():  # SIGTERM / Ctrl-C end the workers; finished runs are kept and the same command resumes
         train_in_workers(todo, cfg.workers, _Progress(progress), _timed_run)
     summary = summarize_habits_bench(cfg)
-    (out / "bench.json").write_text(json.dumps(summary, indent=1))
-    md = out / "bench.md"
+    (out / f"{cfg.summary_name()}.json").write_text(json.dumps(summary, indent=1))
+    md = out / f"{cfg.summary_name()}.md"
     md.write_text(habits_bench_markdown(summary))
     return md
 
@@ -362,7 +379,7 @@ def summarize_habits_bench(cfg: HabitsBenchConfig) -> dict[str, Any]:
     pairs = [{"method": m, "reference": ref, "hv": paired_comparison(hv[m], hv[ref], cfg.bootstrap)}
              for m, ref in EXTRA_PAIRS if m in hv and ref in hv and set(hv[m]) & set(hv[ref])]
     sweep = {}
-    labels = [f"sweep-{i}" for i in range(cfg.sweep_presets)]
+    labels = [f"{cfg.sweep_prefix()}{i}" for i in range(cfg.sweep_presets)]
     seeds = [s for s in cfg.seeds if all(s in runs.get(lab, {}) and "val_hv" in runs[lab][s] for lab in labels)]
     if seeds:
         val = np.array([[runs[lab][s]["val_hv"] for lab in labels] for s in seeds])
@@ -430,7 +447,8 @@ def habits_bench_markdown(summary: dict[str, Any]) -> str:
     if sweep:
         pool = len(sweep["curve"])
         ns = list(next(iter(sweep["versus_best_of_n"].values()), {}))
-        lines += [f"\n## Sweep: best of N Dirichlet(1) presets, chosen on val, scored on test (pool of {pool}, "
+        lines += [f"\n## Sweep: best of N Dirichlet({cfg.get('sweep_alpha', 1.0):g}) presets, chosen on val, scored on "
+                  f"test (pool of {pool}, "
                   f"seeds {sweep['seeds']})\n",
                   "| N | " + " | ".join(str(n) for n in range(1, pool + 1)) + " |",
                   "|---|" + "---:|" * pool,

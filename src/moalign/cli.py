@@ -319,6 +319,9 @@ def bench_command(
         help="--task habits: K objectives, accuracy and the first K - 1 habits (2 to 8).")] = None,
     sweep_presets: Annotated[int | None, typer.Option(
         help="--task habits: Dirichlet(1) presets trained per seed for the sweep baseline.")] = None,
+    sweep_alpha: Annotated[float | None, typer.Option(
+        help="--task habits: draw the sweep's presets from Dirichlet(alpha) instead (> 1: nearer uniform weights; "
+             "its own runs and bench_sweep-a<alpha>.md beside the Dirichlet(1) sweep).")] = None,
     verbose: Verbose = False,
 ) -> None:
     """Tables 1-3 of arXiv 2509.11452 on the embedded task: paired by seed, with bootstrap 95 % CIs. With
@@ -332,10 +335,10 @@ def bench_command(
         return
     if task == "habits":
         _habits_bench(seed_list, methods, steps, eval_every, eval_size, gradient_mu, eval_temperature, workers, out,
-                      objectives, sweep_presets)
+                      objectives, sweep_presets, sweep_alpha)
         return
-    if objectives is not None or sweep_presets is not None:
-        _fail("--objectives and --sweep-presets apply to --task habits only")
+    if objectives is not None or sweep_presets is not None or sweep_alpha is not None:
+        _fail("--objectives, --sweep-presets and --sweep-alpha apply to --task habits only")
         return
     kwargs = {"quick": quick, "seeds": seed_list, "data_seed": data_seed, "estimators": _split_list([estimators]),
               "workers": workers, "out": str(out), "task": task}
@@ -360,13 +363,14 @@ def bench_command(
 
 
 def _habits_bench(seeds, methods, steps, eval_every, eval_size, gradient_mu, eval_temperature, workers, out,
-                  objectives, sweep_presets) -> None:
+                  objectives, sweep_presets, sweep_alpha) -> None:
     """``moalign bench --task habits``: :func:`moalign.bench_habits.run_habits_bench`."""
     from .bench_habits import HabitsBenchConfig, run_habits_bench
 
     kwargs: dict = {"seeds": seeds, "workers": workers, "out": str(out) if str(out) != "runs/bench"
                     else "runs/bench_habits"}
-    for key, value in (("objectives", objectives), ("sweep_presets", sweep_presets), ("steps", steps),
+    for key, value in (("objectives", objectives), ("sweep_presets", sweep_presets), ("sweep_alpha", sweep_alpha),
+                       ("steps", steps),
                        ("eval_every", eval_every), ("eval_size", eval_size), ("gradient_mu", gradient_mu),
                        ("eval_temperature", eval_temperature)):
         if value is not None:

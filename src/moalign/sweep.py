@@ -1,6 +1,7 @@
 """The baseline a user can afford: a random preset sweep, chosen on validation and scored on test.
 
-A sweep trains ``N`` fixed-weight runs whose weight vectors are drawn from Dirichlet(1) (uniform on the simplex) and
+A sweep trains ``N`` fixed-weight runs whose weight vectors are drawn from Dirichlet(1) (uniform on the simplex; or
+Dirichlet(alpha), alpha > 1, concentrated around uniform weights) and
 keeps the one with the best **validation** front hypervolume; its **test** hypervolume is the sweep's result. The
 test split never chooses.
 
@@ -30,17 +31,22 @@ __all__ = ["best_of_n_curve", "dirichlet_presets", "expected_best_of_n", "smalle
            "sweep_equivalent_n"]
 
 
-def dirichlet_presets(num_objectives: int, n: int, seed: int) -> np.ndarray:
-    """``(n, K)`` weight vectors drawn from Dirichlet(1, ..., 1), from their own seeded stream: the same draws for
-    every method they are compared with. Rounded to 4 decimals (each row still sums to 1), so they read well in logs.
+def dirichlet_presets(num_objectives: int, n: int, seed: int, alpha: float = 1.0) -> np.ndarray:
+    """``(n, K)`` weight vectors drawn from Dirichlet(alpha, ..., alpha), from their own seeded stream: the same draws
+    for every method they are compared with. Rounded to 4 decimals (each row still sums to 1), so they read well in
+    logs. ``alpha`` 1 is uniform on the simplex; a larger ``alpha`` keeps the presets nearer uniform weights (a sweep
+    "around the centre").
 
     >>> dirichlet_presets(3, 2, seed=0).sum(axis=1).round(6).tolist()
     [1.0, 1.0]
     """
     if num_objectives < 2 or n < 1:
         raise ValueError(f"need num_objectives >= 2 and n >= 1, but got {num_objectives} and {n}")
-    w = np.maximum(np.random.default_rng(seed).dirichlet(np.ones(num_objectives), size=n).round(4), 1e-4)
-    # a weight rounded to 0 would switch an objective off, which Dirichlet(1) never does; the rounding residual
+    if not alpha > 0:
+        raise ValueError(f"the Dirichlet concentration alpha must be > 0 (1: uniform on the simplex), but got {alpha}")
+    concentration = np.full(num_objectives, float(alpha))
+    w = np.maximum(np.random.default_rng(seed).dirichlet(concentration, size=n).round(4), 1e-4)
+    # a weight rounded to 0 would switch an objective off, which a Dirichlet draw never does; the rounding residual
     # goes to each row's largest weight, so every row sums to 1 in 4 decimals
     rows = np.arange(n)
     w[rows, w.argmax(axis=1)] += 1.0 - w.sum(axis=1)
