@@ -138,8 +138,9 @@ def concentrated_block(summaries: list[dict[str, Any]]) -> str:
     if not summaries:
         return "Not run yet: `python benchmarks/habits_campaign.py --sweep-alpha 4 --ks 8` trains the presets."
     lines = ["| K | presets from | seeds | uniform weights: front HV | best of 1 / 4 / 6 presets | uniform − best of 4 "
-             "[95 % CI], W/T/L | uniform − best of 6 [95 % CI], W/T/L | best dynamic method − best of 6 [95 % CI], "
-             "W/T/L; sweep-equivalent N [95 % interval] |", "|---:|---|---:|---:|---|---|---|---|"]
+             "[95 % CI], W/T/L | uniform − best of 6 [95 % CI], W/T/L | SAW − best of 6 [95 % CI], W/T/L | best dynamic "
+             "method − best of 6 [95 % CI], W/T/L; sweep-equivalent N [95 % interval] |",
+             "|---:|---|---:|---:|---|---|---|---|---|"]
     for s in sorted(summaries, key=lambda s: (-s["config"]["objectives"], s["config"]["sweep_alpha"])):
         cfg, sweep = s["config"], s["sweep"]
         rows = {r["method"]: r for r in s["table"]}
@@ -153,7 +154,8 @@ def concentrated_block(summaries: list[dict[str, Any]]) -> str:
             f"{rows['uniform']['hv_mean']:.3f} | {curve[0]:.3f} / {curve[int(n4) - 1]:.3f} / {curve[-1]:.3f} | "
             f"{_ci(vs['uniform'][n4], 3)}, {_wtl(vs['uniform'][n4])} | "
             f"{_ci(vs['uniform'][n_pool], 3)}, {_wtl(vs['uniform'][n_pool])} | "
-            f"{best} ({rows[best]['hv_mean']:.3f}): {_ci(vs[best][n_pool], 3)}, {_wtl(vs[best][n_pool])}; "
+            + (f"{_ci(vs['saw'][n_pool], 3)}, {_wtl(vs['saw'][n_pool])} | " if "saw" in vs else "— | ")
+            + f"{best} ({rows[best]['hv_mean']:.3f}): {_ci(vs[best][n_pool], 3)}, {_wtl(vs[best][n_pool])}; "
             f"N {_equivalent(sweep['equivalent_n'][best], pool)} |")
     return "\n".join(lines)
 
