@@ -448,8 +448,7 @@ def habits_bench_markdown(summary: dict[str, Any]) -> str:
         pool = len(sweep["curve"])
         ns = list(next(iter(sweep["versus_best_of_n"].values()), {}))
         lines += [f"\n## Sweep: best of N Dirichlet({cfg.get('sweep_alpha', 1.0):g}) presets, chosen on val, scored on "
-                  f"test (pool of {pool}, "
-                  f"seeds {sweep['seeds']})\n",
+                  f"test (pool of {pool}, seeds {sweep['seeds']})\n",
                   "| N | " + " | ".join(str(n) for n in range(1, pool + 1)) + " |",
                   "|---|" + "---:|" * pool,
                   "| expected test HV | " + " | ".join(f"{x:.4f}" for x in sweep["curve"]) + " |",

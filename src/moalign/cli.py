@@ -318,7 +318,7 @@ def bench_command(
     objectives: Annotated[int | None, typer.Option(
         help="--task habits: K objectives, accuracy and the first K - 1 habits (2 to 8).")] = None,
     sweep_presets: Annotated[int | None, typer.Option(
-        help="--task habits: Dirichlet(1) presets trained per seed for the sweep baseline.")] = None,
+        help="--task habits: Dirichlet presets trained per seed for the sweep baseline.")] = None,
     sweep_alpha: Annotated[float | None, typer.Option(
         help="--task habits: draw the sweep's presets from Dirichlet(alpha) instead (> 1: nearer uniform weights; "
              "its own runs and bench_sweep-a<alpha>.md beside the Dirichlet(1) sweep).")] = None,
@@ -370,9 +370,8 @@ def _habits_bench(seeds, methods, steps, eval_every, eval_size, gradient_mu, eva
     kwargs: dict = {"seeds": seeds, "workers": workers, "out": str(out) if str(out) != "runs/bench"
                     else "runs/bench_habits"}
     for key, value in (("objectives", objectives), ("sweep_presets", sweep_presets), ("sweep_alpha", sweep_alpha),
-                       ("steps", steps),
-                       ("eval_every", eval_every), ("eval_size", eval_size), ("gradient_mu", gradient_mu),
-                       ("eval_temperature", eval_temperature)):
+                       ("steps", steps), ("eval_every", eval_every), ("eval_size", eval_size),
+                       ("gradient_mu", gradient_mu), ("eval_temperature", eval_temperature)):
         if value is not None:
             kwargs[key] = value
     if methods:

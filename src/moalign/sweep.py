@@ -1,9 +1,8 @@
 """The baseline a user can afford: a random preset sweep, chosen on validation and scored on test.
 
 A sweep trains ``N`` fixed-weight runs whose weight vectors are drawn from Dirichlet(1) (uniform on the simplex; or
-Dirichlet(alpha), alpha > 1, concentrated around uniform weights) and
-keeps the one with the best **validation** front hypervolume; its **test** hypervolume is the sweep's result. The
-test split never chooses.
+Dirichlet(alpha), alpha > 1, concentrated around uniform weights) and keeps the one with the best **validation** front
+hypervolume; its **test** hypervolume is the sweep's result. The test split never chooses.
 
 With a pool of ``M`` trained presets per seed, the expected result of a sweep of ``N <= M`` presets drawn from the pool
 without replacement is exact: order the pool by validation HV (best first; ties by index); the preset at rank ``r``
