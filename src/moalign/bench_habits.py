@@ -164,7 +164,8 @@ def habits_methods(cfg: HabitsBenchConfig) -> list[tuple[str, str, dict[str, Any
         ("mgda", "mgda", {}),
     ]
     presets = dirichlet_presets(cfg.objectives, cfg.sweep_presets, cfg.sweep_seed, cfg.sweep_alpha)
-    methods += [(f"{cfg.sweep_prefix()}{i}", "fixed", {"weights": [float(x) for x in w]}) for i, w in enumerate(presets)]
+    methods += [(f"{cfg.sweep_prefix()}{i}", "fixed", {"weights": [float(x) for x in w]})
+                for i, w in enumerate(presets)]
     return methods
 
 
