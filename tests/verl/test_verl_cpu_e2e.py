@@ -99,7 +99,7 @@ def test_resume_from_step_2_continues_the_same_weight_trajectory(runs):
     end_resumed = json.loads((runs.root / "ctwa_resumed" / "checkpoints" / "global_step_3" / STATE_FILE).read_text())
     # After step 3's update the two runs differ by float32 rounding: the agent loop returns the same responses in
     # whatever order they finish, the update sums them in that order, and CTWA's post-update pass reads the updated
-    # actor's log-probs. Measured apart on ema_cov: 6e-9 and 1.6e-6 on two runs, and 1.2e-5 on one of six (its
+    # actor's log-probs. Measured apart on ema_cov: 6e-9 and 1.6e-6 on two runs, and 1.2e-5 on one (its
     # step-3 covariance 1.2e-4 apart), which failed the earlier tolerance of 1e-5. A restarted strategy would be ~0.1
     # off, so 1e-3 still tells the two apart.
     assert _close(end_resumed["strategy"], end_straight["strategy"], tol=1e-3), (end_resumed, end_straight)
