@@ -149,13 +149,15 @@ def concentrated_block(summaries: list[dict[str, Any]]) -> str:
         n4, n_pool = str(min(4, pool)), str(pool)
         dynamic = [m for m in _ordered(vs) if m not in ("uniform", "uniform-lr1.5x")]
         best = max(dynamic, key=lambda m: rows[m]["hv_mean"])
+        def cell(c: dict[str, Any]) -> str:
+            return f"{_ci(c, 3)}, {_wtl(c)}"
+
         lines.append(
             f"| {cfg['objectives']} | Dirichlet({cfg['sweep_alpha']:g}) | {len(sweep['seeds'])} | "
             f"{rows['uniform']['hv_mean']:.3f} | {curve[0]:.3f} / {curve[int(n4) - 1]:.3f} / {curve[-1]:.3f} | "
-            f"{_ci(vs['uniform'][n4], 3)}, {_wtl(vs['uniform'][n4])} | "
-            f"{_ci(vs['uniform'][n_pool], 3)}, {_wtl(vs['uniform'][n_pool])} | "
-            + (f"{_ci(vs['saw'][n_pool], 3)}, {_wtl(vs['saw'][n_pool])} | " if "saw" in vs else "— | ")
-            + f"{best} ({rows[best]['hv_mean']:.3f}): {_ci(vs[best][n_pool], 3)}, {_wtl(vs[best][n_pool])}; "
+            f"{cell(vs['uniform'][n4])} | {cell(vs['uniform'][n_pool])} | "
+            f"{cell(vs['saw'][n_pool]) if 'saw' in vs else '—'} | "
+            f"{best} ({rows[best]['hv_mean']:.3f}): {cell(vs[best][n_pool])}; "
             f"N {_equivalent(sweep['equivalent_n'][best], pool)} |")
     return "\n".join(lines)
 
